@@ -1,0 +1,99 @@
+"""Session services: the project's own local stack (or one given by VELTRIX_* env vars).
+
+Integration tests fail with the reason when a service cannot start; they never skip."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from veltrix_ray.errors import StackError
+from veltrix_ray.local import LocalStack
+
+
+@dataclass
+class Services:
+    bootstrap: str
+    dsn: str
+    stack: LocalStack | None
+
+
+def _dsn_for(dsn: str, dbname: str) -> str:
+    return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    bootstrap = os.environ.get("VELTRIX_KAFKA_BOOTSTRAP")
+    dsn = os.environ.get("VELTRIX_POSTGRES_DSN")
+    if bootstrap and dsn:
+        yield Services(bootstrap, dsn, None)
+        return
+    stack = LocalStack(tmp_path_factory.mktemp("stack"))
+    try:
+        status = stack.up()
+    except StackError as exc:
+        stack.down()
+        pytest.fail(f"the local stack (Kafka + PostgreSQL) did not start: {exc}", pytrace=False)
+    assert status.bootstrap and status.dsn
+    os.environ.update(stack.env())
+    try:
+        yield Services(status.bootstrap, status.dsn, stack)
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(services: Services) -> str:
+    return services.bootstrap
+
+
+@pytest.fixture
+def pg_dsn(services: Services) -> Iterator[str]:
+    """A fresh database per test, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(services.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield _dsn_for(services.dsn, name)
+    with psycopg.connect(services.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+@pytest.fixture
+def new_topic(kafka_bootstrap: str) -> Callable[[int], str]:
+    """Creates a uniquely named topic with the given number of partitions."""
+    from veltrix_ray.source.admin import ensure_topic
+
+    def make(partitions: int = 1) -> str:
+        name = f"t-{uuid.uuid4().hex[:12]}"
+        asyncio.run(ensure_topic(kafka_bootstrap, name, partitions))
+        return name
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def ray_local(services: Services) -> Iterator[None]:
+    """One local Ray for the session (started after the services so workers inherit the env)."""
+    import ray
+
+    ray.init(num_cpus=2, object_store_memory=256 * 2**20, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]

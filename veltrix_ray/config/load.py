@@ -1,0 +1,78 @@
+"""Loading the Hydra config (Compose API) the same way for the CLI, Python and notebooks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from veltrix_ray.config.schema import (
+    KafkaConfig,
+    PipelineConfig,
+    PostgresConfig,
+    TopologyConfig,
+    VeltrixConfig,
+)
+from veltrix_ray.errors import ConfigError
+
+
+def _register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="veltrix_schema", node=VeltrixConfig)
+    cs.store(group="kafka", name="kafka_schema", node=KafkaConfig)
+    cs.store(group="postgres", name="postgres_schema", node=PostgresConfig)
+    cs.store(group="pipeline", name="pipeline_schema", node=PipelineConfig)
+    cs.store(group="topology", name="topology_schema", node=TopologyConfig)
+
+
+_register()
+
+
+def conf_dir() -> Path:
+    """$VELTRIX_CONF_DIR, else the repository's conf/, else ./conf."""
+    env = os.environ.get("VELTRIX_CONF_DIR")
+    if env:
+        return Path(env).resolve()
+    beside = Path(__file__).resolve().parents[2] / "conf"
+    return beside if beside.is_dir() else (Path.cwd() / "conf").resolve()
+
+
+def load_config(overrides: Sequence[str] = (), *, config_dir: str | Path | None = None) -> DictConfig:
+    """Compose the config from conf/ plus Hydra overrides, e.g. ["pipeline=user_totals"].
+
+    Raises ConfigError naming the key for typos, wrong types and missing values."""
+    directory = Path(config_dir) if config_dir is not None else conf_dir()
+    if not (directory / "config.yaml").exists():
+        raise ConfigError(f"No config.yaml in {directory}; set VELTRIX_CONF_DIR to the folder "
+                          "holding veltrix-ray's conf/ (config.yaml, pipeline/, topology/, ...).")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides))
+        OmegaConf.resolve(cfg)
+        missing = sorted(OmegaConf.missing_keys(cfg))
+    except (HydraException, OmegaConfBaseException) as exc:
+        detail = str(exc)
+        if exc.__cause__ is not None and str(exc.__cause__) not in detail:
+            detail += f"\n{exc.__cause__}"
+        raise ConfigError(f"Invalid configuration: {detail}") from exc
+    finally:
+        GlobalHydra.instance().clear()
+    if missing:
+        raise ConfigError("Missing required config value(s): " + ", ".join(missing) +
+                          ". Set them as overrides, e.g. `" + missing[0] + "=...`.")
+    return cfg
+
+
+def to_settings(cfg: DictConfig) -> VeltrixConfig:
+    """The typed dataclass view of a composed config (what the runtime passes around)."""
+    settings = OmegaConf.to_object(cfg)
+    assert isinstance(settings, VeltrixConfig)
+    return settings

@@ -1,0 +1,115 @@
+"""Structured configs: the single source of defaults and types (registered in Hydra's store)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+
+@dataclass
+class KafkaConfig:
+    bootstrap: str = "${oc.env:VELTRIX_KAFKA_BOOTSTRAP,127.0.0.1:19092}"
+    topic: str = MISSING
+    # where a partition starts when no offset is stored: earliest | latest | ISO-8601 timestamp
+    start: str = "earliest"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = "${oc.env:VELTRIX_KAFKA_USERNAME,null}"
+    sasl_password: str | None = "${oc.env:VELTRIX_KAFKA_PASSWORD,null}"
+    fetch_wait_ms: int = 200
+    request_timeout_ms: int = 30_000
+
+
+@dataclass
+class RetryConfig:
+    attempts: int = 20
+    initial_backoff_s: float = 0.2
+    max_backoff_s: float = 5.0
+
+
+@dataclass
+class PostgresConfig:
+    dsn: str = "${oc.env:VELTRIX_POSTGRES_DSN,postgresql://postgres@127.0.0.1:15432/postgres}"
+    db_schema: str = "public"
+    connect_timeout_s: int = 10
+    retry: RetryConfig = field(default_factory=RetryConfig)
+
+
+@dataclass
+class ColumnConfig:
+    name: str = MISSING
+    # int64 | float64 | string | bool | timestamp | date | json
+    type: str = MISSING
+    nullable: bool = True
+
+
+@dataclass
+class DeadLetterConfig:
+    # a partition stops when more than max_ratio of its last `window` records were bad ...
+    max_ratio: float = 0.5
+    window: int = 1_000
+    # ... or after this many bad records in a row
+    max_consecutive: int = 500
+
+
+@dataclass
+class PipelineConfig:
+    name: str = MISSING
+    table: str = MISSING
+    # append | upsert
+    mode: str = "append"
+    key: list[str] = field(default_factory=list)
+    columns: list[ColumnConfig] = field(default_factory=list)
+    # Hydra `_target_` nodes: callables RecordBatch -> RecordBatch (or factories of them)
+    transforms: list[Any] = field(default_factory=list)
+    # dead_letter | stop
+    on_transform_error: str = "dead_letter"
+    max_record_bytes: int = 131_072
+    dead_letters: DeadLetterConfig = field(default_factory=DeadLetterConfig)
+
+
+@dataclass
+class MemoryConfig:
+    # interpreter, pyarrow, aiokafka, psycopg: what a worker holds before any data
+    overhead_mb: int = 256
+    # peak bytes held per fetched byte while a batch is decoded, transformed and written
+    expansion: float = 12.0
+    # batches alive at once: one buffered by the consumer, one decoding, one committing
+    inflight_batches: int = 3
+    watchdog_interval_s: float = 0.25
+
+
+@dataclass
+class TopologyConfig:
+    name: str = "local"
+    # Ray address: null starts a local Ray; "auto" or "ray://host:10001" joins a cluster
+    address: str | None = None
+    workers: int = 2
+    num_cpus: float = 0.5
+    memory_mb: int = 768
+    # PACK | SPREAD (SPREAD puts workers on different nodes: a node's loss costs few partitions)
+    placement: str = "PACK"
+    # times one partition set's worker is restarted after it died, before the run fails
+    max_restarts: int = 5
+    # local Ray only: shared-memory object store size
+    object_store_mb: int = 256
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+
+
+@dataclass
+class BatchConfig:
+    max_records: int = 50_000
+
+
+@dataclass
+class VeltrixConfig:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    postgres: PostgresConfig = field(default_factory=PostgresConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    # forever | drained
+    until: str = "forever"
+    progress_interval_s: float = 1.0

@@ -1,0 +1,35 @@
+"""Every error a user can hit derives from VeltrixError and says what to change."""
+
+from __future__ import annotations
+
+
+class VeltrixError(Exception):
+    """Base class of veltrix-ray's errors."""
+
+
+class StackError(VeltrixError):
+    """The embedded local stack (Kafka, PostgreSQL) could not be prepared or started."""
+
+
+class ConfigError(VeltrixError):
+    """A configuration value is invalid; the message names the key to change."""
+
+
+class FencedError(VeltrixError):
+    """A worker tried to commit offsets it no longer owns (a newer owner epoch exists)."""
+
+
+class MemoryBudgetExceeded(VeltrixError):
+    """A worker's resident memory went over its configured budget."""
+
+
+class DeadLetterLimitExceeded(VeltrixError):
+    """A partition produced more bad records than the dead-letter policy allows."""
+
+
+class SinkError(VeltrixError):
+    """A permanent PostgreSQL error (not retried)."""
+
+
+class TransformError(VeltrixError):
+    """A transform raised and the pipeline is configured to stop on transform errors."""

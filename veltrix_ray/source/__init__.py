@@ -1,0 +1,1 @@
+"""Kafka side of the pipeline: topic administration and reading."""
