@@ -21,3 +21,8 @@ __all__ = [
     "TransformError",
     "VeltrixError",
 ]
+
+from veltrix_ray.config import load_config  # noqa: E402
+from veltrix_ray.runtime import Pipeline, RunSummary  # noqa: E402
+
+__all__ += ["Pipeline", "RunSummary", "load_config"]

@@ -1,0 +1,85 @@
+"""Column types from config -> the Arrow schema, the JSON decoding type and PostgreSQL DDL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+import pyarrow as pa
+
+from veltrix_ray.errors import ConfigError
+
+_INT64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+_AWARE = Annotated[dt.datetime, msgspec.Meta(tz=True)]
+
+# config type -> (Arrow type, msgspec decoding type)
+TYPES: dict[str, tuple[pa.DataType, Any]] = {
+    "int64": (pa.int64(), _INT64),
+    "float64": (pa.float64(), float),
+    "string": (pa.string(), str),
+    "bool": (pa.bool_(), bool),
+    "timestamp": (pa.timestamp("us", tz="UTC"), _AWARE),
+    "date": (pa.date32(), dt.date),
+    # kept as JSON text (jsonb in PostgreSQL), whatever JSON value it holds
+    "json": (pa.string(), msgspec.Raw),
+}
+
+JSON_FIELD = b"veltrix.json"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool = True
+
+
+def columns_from_config(items: Sequence[Any]) -> list[Column]:
+    cols = [Column(str(c.name), str(c.type), bool(c.nullable)) for c in items]
+    if not cols:
+        raise ConfigError("pipeline.columns is empty: list the event's fields with their types.")
+    seen: set[str] = set()
+    for i, col in enumerate(cols):
+        if col.type not in TYPES:
+            raise ConfigError(f"pipeline.columns[{i}].type={col.type!r} for column {col.name!r} is "
+                              f"not one of {', '.join(TYPES)}.")
+        if col.name in seen:
+            raise ConfigError(f"pipeline.columns[{i}].name={col.name!r} appears twice.")
+        if col.name.startswith("_"):
+            raise ConfigError(f"pipeline.columns[{i}].name={col.name!r}: names starting with '_' "
+                              "are reserved for Kafka metadata columns.")
+        seen.add(col.name)
+    return cols
+
+
+def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
+    return pa.schema([
+        pa.field(c.name, TYPES[c.type][0], nullable=c.nullable,
+                 metadata={JSON_FIELD: b"1"} if c.type == "json" else None)
+        for c in columns
+    ])
+
+
+def decoding_type(columns: Sequence[Column]) -> type[msgspec.Struct]:
+    """A msgspec Struct validating one event: required, non-null fields unless nullable."""
+    fields: list[Any] = []
+    for c in sorted(columns, key=lambda c: c.nullable):  # fields with defaults go last
+        kind = TYPES[c.type][1]
+        if c.nullable:
+            # Raw takes any JSON value, null included, so it needs no Optional
+            fields.append((c.name, kind if c.type == "json" else kind | None, None))
+        else:
+            fields.append((c.name, kind))
+    return msgspec.defstruct("Event", fields, gc=False, forbid_unknown_fields=False)
+
+
+# Kafka metadata columns, available to transforms; columns starting with "_" are never written.
+METADATA = pa.schema([
+    pa.field("_kafka_partition", pa.int32(), nullable=False),
+    pa.field("_kafka_offset", pa.int64(), nullable=False),
+    pa.field("_kafka_key", pa.binary()),
+    pa.field("_kafka_timestamp", pa.timestamp("ms", tz="UTC")),
+])

@@ -1,0 +1,88 @@
+"""Static validation of a config (no network): every finding names the key to change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from veltrix_ray.config.schema import VeltrixConfig
+from veltrix_ray.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # ok | warning | error
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.level:7} {self.key}: {self.message}"
+
+
+def _choice(findings: list[Finding], key: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        findings.append(Finding("error", key, f"{value!r} is not one of {', '.join(allowed)}"))
+
+
+def static_findings(s: VeltrixConfig) -> list[Finding]:
+    from veltrix_ray.runtime.budget import Budget
+    from veltrix_ray.runtime.coordinator import output_schema
+    from veltrix_ray.sink import written
+    from veltrix_ray.source.kafka import parse_start
+
+    f: list[Finding] = []
+    _choice(f, "until", s.until, ("forever", "drained"))
+    _choice(f, "pipeline.mode", s.pipeline.mode, ("append", "upsert"))
+    _choice(f, "pipeline.on_transform_error", s.pipeline.on_transform_error,
+            ("dead_letter", "stop"))
+    _choice(f, "topology.placement", s.topology.placement, ("PACK", "SPREAD"))
+    if s.topology.workers < 1:
+        f.append(Finding("error", "topology.workers", "must be at least 1"))
+    if s.topology.num_cpus <= 0:
+        f.append(Finding("error", "topology.num_cpus", "must be > 0"))
+    if s.batch.max_records < 1:
+        f.append(Finding("error", "batch.max_records", "must be at least 1"))
+    if s.pipeline.max_record_bytes < 1:
+        f.append(Finding("error", "pipeline.max_record_bytes", "must be at least 1"))
+    dl = s.pipeline.dead_letters
+    if not 0 < dl.max_ratio <= 1:
+        f.append(Finding("error", "pipeline.dead_letters.max_ratio",
+                         f"{dl.max_ratio} must be in (0, 1]"))
+    if dl.window < 1:
+        f.append(Finding("error", "pipeline.dead_letters.window", "must be at least 1"))
+    if dl.max_consecutive < 1:
+        f.append(Finding("error", "pipeline.dead_letters.max_consecutive", "must be at least 1"))
+    for key, check in (("kafka.start", lambda: parse_start(s.kafka.start)),
+                       ("topology.memory_mb", lambda: Budget.derive(s.topology.memory_mb,
+                                                                    s.topology.memory))):
+        try:
+            check()
+        except ConfigError as exc:
+            f.append(Finding("error", key, str(exc)))
+    try:
+        schema = written(output_schema(s))
+    except ConfigError as exc:
+        f.append(Finding("error", "pipeline", str(exc)))
+        return f
+    except Exception as exc:  # a user transform that fails on an empty batch
+        f.append(Finding("error", "pipeline.transforms",
+                         f"the transform chain fails on an empty batch: {type(exc).__name__}: "
+                         f"{exc}"))
+        return f
+    if not schema.names:
+        f.append(Finding("error", "pipeline.transforms", "no column is left to write"))
+    if s.pipeline.mode == "upsert" and not s.pipeline.key:
+        f.append(Finding("error", "pipeline.key", "upsert needs the key columns, e.g. "
+                         "pipeline.key=[user_id]"))
+    for k in s.pipeline.key:
+        if k not in schema.names:
+            f.append(Finding("error", "pipeline.key", f"{k!r} is not a written column "
+                             f"({', '.join(schema.names)})"))
+    if s.pipeline.mode == "append" and s.pipeline.key:
+        f.append(Finding("warning", "pipeline.key", "is ignored in append mode"))
+    return f
+
+
+def validate(s: VeltrixConfig) -> None:
+    errors = [x for x in static_findings(s) if x.level == "error"]
+    if errors:
+        raise ConfigError("Invalid configuration:\n  " + "\n  ".join(map(str, errors)))

@@ -1,0 +1,225 @@
+"""Coordinator: discovers partitions, assigns them to workers, supervises and reports.
+
+One per pipeline (a Ray actor named after it). A worker that dies is replaced, its
+partitions claimed again under a new owner epoch, so the dead one can never commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+
+from veltrix_ray.batch import Decoder, columns_from_config
+from veltrix_ray.config.schema import VeltrixConfig
+from veltrix_ray.errors import ConfigError, VeltrixError
+from veltrix_ray.runtime.assignment import assign
+from veltrix_ray.runtime.budget import Budget
+from veltrix_ray.runtime.worker import PartitionWorker, WorkerSpec
+from veltrix_ray.sink import PostgresSink, written
+from veltrix_ray.source.admin import partition_count
+from veltrix_ray.transform import build_chain
+
+log = logging.getLogger(__name__)
+NAMESPACE = "veltrix"
+
+
+def coordinator_name(pipeline: str) -> str:
+    return f"veltrix:{pipeline}"
+
+
+def output_schema(settings: VeltrixConfig) -> pa.Schema:
+    """What the transform chain makes of a decoded batch (run once on an empty batch)."""
+    decoder = Decoder(columns_from_config(settings.pipeline.columns), 1)
+    empty = pa.RecordBatch.from_pylist([], schema=decoder.full_schema)
+    return build_chain(settings.pipeline.transforms)(empty).schema
+
+
+def make_sink(settings: VeltrixConfig, application_name: str) -> PostgresSink:
+    s = settings
+    return PostgresSink(s.postgres.dsn, db_schema=s.postgres.db_schema, table=s.pipeline.table,
+                        pipeline=s.pipeline.name, topic=s.kafka.topic, mode=s.pipeline.mode,
+                        key=s.pipeline.key, connect_timeout_s=s.postgres.connect_timeout_s,
+                        retry_attempts=s.postgres.retry.attempts,
+                        initial_backoff_s=s.postgres.retry.initial_backoff_s,
+                        max_backoff_s=s.postgres.retry.max_backoff_s,
+                        application_name=application_name)
+
+
+@dataclass
+class _Slot:
+    """One partition set and its current worker incarnation."""
+
+    index: int
+    partitions: list[int]
+    incarnation: int = 0
+    restarts: int = 0
+    actor: Any = None
+    run_ref: Any = None
+    last: dict[str, Any] = field(default_factory=dict)
+    banked: dict[int, tuple[int, int]] = field(default_factory=dict)  # rows, dead of past lives
+    done: bool = False
+
+
+class Coordinator:
+    def __init__(self, settings: VeltrixConfig) -> None:
+        self.settings = settings
+        self.slots: list[_Slot] = []
+        self.errors: list[tuple[str, str]] = []
+        self.started = time.time()
+        self.finished: float | None = None
+        self._stopping = False
+        self._sink = make_sink(settings, f"veltrix-ray coordinator {settings.pipeline.name}")
+        self._schema: pa.Schema | None = None
+        self._budget = Budget.derive(settings.topology.memory_mb, settings.topology.memory)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        s = self.settings
+        count = await partition_count(s.kafka.bootstrap, s.kafka.topic)
+        if count is None:
+            raise ConfigError(f"Topic {s.kafka.topic!r} does not exist on {s.kafka.bootstrap}; "
+                              "create it (e.g. `veltrix-ray produce --topic ...`) or fix "
+                              "kafka.topic.")
+        self._schema = output_schema(s)
+        await asyncio.to_thread(self._sink.setup, self._schema)
+        sets = assign(range(count), s.topology.workers)
+        self.slots = [_Slot(i, ps) for i, ps in enumerate(sets)]
+        for slot in self.slots:
+            await self._start(slot)
+        try:
+            await self._supervise()
+        finally:
+            self._sink.close()
+            self.finished = time.time()
+        return self.summary()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for slot in self.slots:
+            if slot.actor is not None and not slot.done:
+                try:
+                    await slot.actor.stop.remote()
+                except RayActorError:
+                    pass
+
+    async def _start(self, slot: _Slot) -> None:
+        s = self.settings
+        assert self._schema is not None
+        claims = await asyncio.to_thread(self._sink.claim, slot.partitions)
+        name = f"{coordinator_name(s.pipeline.name)}:w{slot.index}.{slot.incarnation}"
+        spec = WorkerSpec(s, name, slot.partitions, claims, self._budget, written(self._schema))
+        options: dict[str, Any] = {
+            "name": name, "namespace": NAMESPACE, "num_cpus": s.topology.num_cpus,
+            "memory": s.topology.memory_mb * 2**20, "max_restarts": 0,
+            "max_concurrency": 8,
+        }
+        if s.topology.placement == "SPREAD":
+            options["scheduling_strategy"] = "SPREAD"
+        slot.actor = ray.remote(PartitionWorker).options(**options).remote(spec)
+        slot.run_ref = slot.actor.run.remote()
+        slot.last = {}
+
+    async def _supervise(self) -> None:
+        interval = self.settings.progress_interval_s
+        while True:
+            live = {slot.run_ref: slot for slot in self.slots if not slot.done}
+            if not live:
+                return
+            ready, _ = ray.wait(list(live), num_returns=len(live), timeout=0)
+            for ref in ready:
+                await self._finished(live[ref], ref)
+            if not ready:
+                await self._poll()
+                await asyncio.sleep(min(interval, 0.25))
+
+    async def _finished(self, slot: _Slot, ref: Any) -> None:
+        try:
+            slot.last = await ref
+            slot.done = True
+        except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
+            if self._stopping:
+                slot.done = True
+                return
+            self._bank(slot)
+            slot.restarts += 1
+            if slot.restarts > self.settings.topology.max_restarts:
+                self.errors.append(("VeltrixError", (
+                    f"worker {slot.index} (partitions {slot.partitions}) died "
+                    f"{slot.restarts} times; last: {str(exc).splitlines()[0]}. Look at its "
+                    "log (ray logs), or raise topology.max_restarts.")))
+                slot.done = True
+                await self.stop()
+                return
+            log.warning("worker %d (partitions %s) died; restarting it (restart %d of %d)",
+                        slot.index, slot.partitions, slot.restarts,
+                        self.settings.topology.max_restarts)
+            slot.incarnation += 1
+            await self._start(slot)
+        except RayTaskError as exc:
+            cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+            kind = type(cause).__name__ if isinstance(cause, VeltrixError) else "VeltrixError"
+            message = str(cause) if isinstance(cause, VeltrixError) else (
+                f"worker {slot.index} (partitions {slot.partitions}) failed: "
+                f"{type(cause).__name__}: {cause}")
+            self.errors.append((kind, message))
+            slot.done = True
+            await self.stop()
+
+    def _bank(self, slot: _Slot) -> None:
+        for p, info in slot.last.get("partitions", {}).items():
+            rows, dead = slot.banked.get(p, (0, 0))
+            slot.banked[p] = (rows + info["rows"], dead + info["dead_letters"])
+
+    async def _poll(self) -> None:
+        for slot in self.slots:
+            if slot.done or slot.actor is None:
+                continue
+            try:
+                slot.last = await asyncio.wait_for(slot.actor.progress.remote(False), timeout=5)
+            except (RayActorError, asyncio.TimeoutError):
+                continue
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def worker_pids(self) -> dict[str, int]:
+        return {s.last["worker"]: s.last["pid"] for s in self.slots
+                if s.last and not s.done and "pid" in s.last}
+
+    def progress(self) -> dict[str, Any]:
+        parts: dict[int, dict[str, Any]] = {}
+        workers = []
+        latencies: list[float] = []
+        for slot in self.slots:
+            info = slot.last
+            for p in slot.partitions:
+                cur = info.get("partitions", {}).get(p, {})
+                rows, dead = slot.banked.get(p, (0, 0))
+                parts[p] = {"worker": slot.index, "committed": cur.get("committed"),
+                            "high_watermark": cur.get("high_watermark"),
+                            "rows": rows + cur.get("rows", 0),
+                            "dead_letters": dead + cur.get("dead_letters", 0),
+                            "error": cur.get("error")}
+            if info:
+                workers.append({k: info[k] for k in ("worker", "pid", "status", "rss",
+                                                     "peak_rss", "held_bytes", "budget_bytes",
+                                                     "batches")}
+                               | {"restarts": slot.restarts})
+                latencies += info.get("latencies", [])
+        end = self.finished or time.time()
+        return {"pipeline": self.settings.pipeline.name, "topic": self.settings.kafka.topic,
+                "elapsed_s": end - self.started, "partitions": parts, "workers": workers,
+                "latencies": latencies, "errors": list(self.errors)}
+
+    def summary(self) -> dict[str, Any]:
+        progress = self.progress()
+        for p, info in progress["partitions"].items():
+            if info["error"]:
+                progress["errors"].append(("DeadLetterLimitExceeded", info["error"]))
+        return progress

@@ -1,0 +1,93 @@
+"""Pipeline: the driver-side handle (CLI, Python, notebooks) that runs the Coordinator."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import ray
+from omegaconf import DictConfig
+
+from veltrix_ray import errors
+from veltrix_ray.config import load_config, to_settings
+from veltrix_ray.config.schema import VeltrixConfig
+from veltrix_ray.config.validate import validate
+from veltrix_ray.runtime.coordinator import NAMESPACE, Coordinator, coordinator_name
+from veltrix_ray.runtime.summary import RunSummary
+
+log = logging.getLogger(__name__)
+
+
+def ensure_ray(settings: VeltrixConfig) -> None:
+    if ray.is_initialized():
+        return
+    topo = settings.topology
+    if topo.address:
+        ray.init(address=topo.address, namespace=NAMESPACE, log_to_driver=True)
+    else:
+        ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=True,
+                 object_store_memory=topo.object_store_mb * 2**20, configure_logging=False)
+
+
+class Pipeline:
+    """`Pipeline(load_config([...])).run()` processes the topic into PostgreSQL exactly once."""
+
+    def __init__(self, cfg: DictConfig | VeltrixConfig | None = None, *,
+                 overrides: Sequence[str] = ()) -> None:
+        if cfg is None:
+            cfg = load_config(overrides)
+        self.settings = to_settings(cfg) if isinstance(cfg, DictConfig) else cfg
+        validate(self.settings)
+        self._coordinator: ray.actor.ActorHandle | None = None
+
+    @property
+    def name(self) -> str:
+        return coordinator_name(self.settings.pipeline.name)
+
+    def run(self, *, on_progress: Callable[[RunSummary], None] | None = None,
+            raise_on_error: bool = True) -> RunSummary:
+        ensure_ray(self.settings)
+        try:
+            coord = ray.remote(Coordinator).options(
+                name=self.name, namespace=NAMESPACE, num_cpus=0, max_concurrency=16,
+            ).remote(self.settings)
+        except ValueError as exc:
+            raise errors.ConfigError(
+                f"pipeline {self.settings.pipeline.name!r} is already running on this Ray "
+                f"cluster (actor {self.name}); stop it first or set another pipeline.name."
+            ) from exc
+        self._coordinator = coord
+        ref = coord.run.remote()
+        try:
+            while True:
+                try:
+                    ready, _ = ray.wait([ref], timeout=self.settings.progress_interval_s)
+                    if ready:
+                        break
+                    if on_progress is not None:
+                        on_progress(RunSummary.from_report(ray.get(coord.progress.remote())))
+                except KeyboardInterrupt:
+                    log.warning("stopping: finishing the batches in flight")
+                    self.stop()
+            try:
+                summary = RunSummary.from_report(ray.get(ref))
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause
+                if isinstance(cause, errors.VeltrixError):
+                    raise type(cause)(str(cause)) from None
+                raise
+        finally:
+            ray.kill(coord)
+            self._coordinator = None
+        if raise_on_error and summary.errors:
+            kind, _ = summary.errors[0]
+            exc_type = getattr(errors, kind, errors.VeltrixError)
+            error = exc_type("\n".join(m for _, m in summary.errors))
+            error.summary = summary  # type: ignore[attr-defined]
+            raise error
+        return summary
+
+    def stop(self) -> None:
+        """Graceful stop: each worker finishes and commits its batch in flight, then exits."""
+        if self._coordinator is not None:
+            self._coordinator.stop.remote()

@@ -1,0 +1,80 @@
+"""What a run reports: the live progress line and the final summary table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class RunSummary:
+    pipeline: str
+    topic: str
+    elapsed_s: float
+    partitions: dict[int, dict[str, Any]]
+    workers: list[dict[str, Any]]
+    latencies: list[float] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def from_report(cls, report: dict[str, Any]) -> RunSummary:
+        return cls(report["pipeline"], report["topic"], report["elapsed_s"],
+                   {int(p): v for p, v in report["partitions"].items()}, report["workers"],
+                   report.get("latencies", []), [tuple(e) for e in report["errors"]])  # type: ignore[misc]
+
+    @property
+    def rows(self) -> int:
+        return sum(p["rows"] for p in self.partitions.values())
+
+    @property
+    def dead_letters(self) -> int:
+        return sum(p["dead_letters"] for p in self.partitions.values())
+
+    @property
+    def lag(self) -> int:
+        return sum(max(0, (p["high_watermark"] or 0) - (p["committed"] or 0))
+                   for p in self.partitions.values() if p["high_watermark"] is not None)
+
+    @property
+    def events_per_s(self) -> float:
+        return (self.rows + self.dead_letters) / self.elapsed_s if self.elapsed_s else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def commit_latency_ms(self, q: float) -> float:
+        return _pct(self.latencies, q) * 1000
+
+    def line(self) -> str:
+        return (f"{self.rows:>12,} rows  {self.dead_letters:>8,} dead letters  "
+                f"{self.events_per_s:>10,.0f} events/s  lag {self.lag:>10,}  "
+                f"{self.elapsed_s:7.1f}s")
+
+    def table(self) -> str:
+        out = [f"pipeline {self.pipeline}  topic {self.topic}",
+               f"{'partition':>9} {'worker':>6} {'next offset':>12} {'high wm':>12} "
+               f"{'rows':>10} {'dead':>8}  error"]
+        for p in sorted(self.partitions):
+            i = self.partitions[p]
+            out.append(f"{p:>9} {i['worker']:>6} {str(i['committed']):>12} "
+                       f"{str(i['high_watermark']):>12} {i['rows']:>10,} "
+                       f"{i['dead_letters']:>8,}  {(i['error'] or '')[:60]}")
+        for w in self.workers:
+            out.append(f"worker {w['worker']}: peak RSS {w['peak_rss'] / 2**20:,.0f} MiB of "
+                       f"{w['budget_bytes'] / 2**20:,.0f} MiB budget, {w['batches']} batches, "
+                       f"{w['restarts']} restarts")
+        out.append(f"rows written {self.rows:,}, dead letters {self.dead_letters:,}, elapsed "
+                   f"{self.elapsed_s:.1f}s, {self.events_per_s:,.0f} events/s, commit latency "
+                   f"p50 {self.commit_latency_ms(0.5):.0f} ms p99 "
+                   f"{self.commit_latency_ms(0.99):.0f} ms")
+        for kind, message in self.errors:
+            out.append(f"{kind}: {message}")
+        return "\n".join(out)

@@ -1,0 +1,64 @@
+"""Arrow schema <-> PostgreSQL column types, and the compatibility check of an existing table."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from veltrix_ray.batch.schema import JSON_FIELD
+from veltrix_ray.errors import ConfigError
+
+# PostgreSQL type for an Arrow type, and the existing column types it may be written into
+_PG: list[tuple[pa.DataType, str, set[str]]] = [
+    (pa.int64(), "bigint", {"bigint", "numeric"}),
+    (pa.int32(), "integer", {"integer", "bigint", "numeric"}),
+    (pa.float64(), "double precision", {"double precision", "numeric"}),
+    (pa.bool_(), "boolean", {"boolean"}),
+    (pa.string(), "text", {"text", "character varying", "jsonb", "json"}),
+    (pa.date32(), "date", {"date", "timestamp with time zone"}),
+    (pa.binary(), "bytea", {"bytea"}),
+]
+
+
+def pg_type(field: pa.Field) -> str:
+    if field.metadata and field.metadata.get(JSON_FIELD):
+        return "jsonb"
+    if pa.types.is_timestamp(field.type):
+        return "timestamp with time zone"
+    for arrow, pg, _ in _PG:
+        if field.type == arrow:
+            return pg
+    raise ConfigError(f"Column {field.name!r} has Arrow type {field.type}, which veltrix-ray "
+                      "cannot write to PostgreSQL; cast it in a transform (e.g. Compute with "
+                      "cast: int64).")
+
+
+def _accepts(field: pa.Field, existing: str) -> bool:
+    wanted = pg_type(field)
+    if wanted == existing:
+        return True
+    if wanted == "jsonb":
+        return existing in {"jsonb", "json", "text"}
+    if wanted == "timestamp with time zone":
+        return existing == "timestamp with time zone"
+    return any(field.type == arrow and existing in ok for arrow, _, ok in _PG)
+
+
+def incompatibilities(schema: pa.Schema, table: str, existing: dict[str, tuple[str, bool]],
+                      key: list[str]) -> list[str]:
+    """Readable reasons why rows of `schema` cannot go into the existing table (empty: fine)."""
+    problems = []
+    for field in schema:
+        if field.name not in existing:
+            problems.append(f"table {table} has no column {field.name!r} "
+                            f"({pg_type(field)}): add it, or drop it from pipeline.columns / "
+                            "the transforms")
+            continue
+        pg, nullable = existing[field.name]
+        if not _accepts(field, pg):
+            problems.append(f"column {field.name!r} of {table} is {pg}, but the pipeline writes "
+                            f"{pg_type(field)}: change the column's type in pipeline.columns or "
+                            "the table")
+        elif field.nullable and not nullable and field.name not in key:
+            problems.append(f"column {field.name!r} of {table} is NOT NULL, but the pipeline "
+                            "may write nulls: set nullable: false for it in pipeline.columns")
+    return problems
