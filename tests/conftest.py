@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -27,6 +28,9 @@ class Services:
 
 
 def _dsn_for(dsn: str, dbname: str) -> str:
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        return urlunsplit(parts._replace(path=f"/{dbname}"))
     return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
 
 

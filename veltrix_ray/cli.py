@@ -22,7 +22,8 @@ def _local(args: argparse.Namespace) -> int:
         print('use it:   eval "$(veltrix-ray local env)"')
     elif args.action == "down":
         stack.down(wipe=args.wipe)
-        print(f"stopped the local stack in {stack.state_dir}" + (" and wiped it" if args.wipe else ""))
+        wiped = " and wiped it" if args.wipe else ""
+        print(f"stopped the local stack in {stack.state_dir}{wiped}")
     elif args.action == "status":
         status = stack.status()
         for name, pid, where in (("kafka", status.kafka_pid, status.bootstrap),
@@ -34,6 +35,78 @@ def _local(args: argparse.Namespace) -> int:
         for key, value in stack.env().items():
             print(f"export {key}={value}")
     return 0
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    from veltrix_ray.config import load_config
+    from veltrix_ray.config.mask import masked_yaml
+
+    print(masked_yaml(load_config(args.overrides)), end="")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from veltrix_ray.config import load_config, to_settings
+    from veltrix_ray.config.check import run_checks
+
+    findings = run_checks(to_settings(load_config(args.overrides)))
+    for finding in findings:
+        print(finding)
+    return 1 if any(f.level == "error" for f in findings) else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import signal
+
+    from veltrix_ray.config import load_config, to_settings
+    from veltrix_ray.config.check import run_checks
+    from veltrix_ray.runtime import Pipeline
+
+    settings = to_settings(load_config(args.overrides))
+    if not args.skip_checks:
+        findings = run_checks(settings)
+        problems = [f for f in findings if f.level != "ok"]
+        for finding in problems:
+            print(finding, file=sys.stderr)
+        if any(f.level == "error" for f in problems):
+            print("error: the config does not fit reality (see above); fix the keys named, or "
+                  "run `veltrix-ray check` for the full report.", file=sys.stderr)
+            return 1
+    pipeline = Pipeline(settings)
+    signal.signal(signal.SIGTERM, lambda *_: pipeline.stop())
+    live = sys.stderr.isatty()
+
+    def show(progress: object) -> None:
+        line = progress.line()  # type: ignore[attr-defined]
+        print(("\r" + line) if live else line, end="" if live else "\n", file=sys.stderr,
+              flush=True)
+
+    summary = pipeline.run(on_progress=show, raise_on_error=False)
+    if live:
+        print(file=sys.stderr)
+    print(summary.table())
+    return 0 if summary.ok else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from veltrix_ray import produce
+    from veltrix_ray.local import LocalStack
+
+    stack = LocalStack()
+    status = stack.up()
+    print(f"local stack: kafka {status.bootstrap}, postgres {status.dsn}")
+    import os
+
+    os.environ.update(stack.env())
+    assert status.bootstrap is not None
+    report = asyncio.run(produce.produce(status.bootstrap, args.topic, events=args.events,
+                                         partitions=8, seed=args.seed,
+                                         bad_fraction=args.bad_fraction, progress=True))
+    print(report.summary())
+    return _run(argparse.Namespace(overrides=[f"kafka.topic={args.topic}", "until=drained",
+                                              *args.overrides], skip_checks=False))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +128,29 @@ def _parser() -> argparse.ArgumentParser:
     prod = sub.add_parser("produce", help="write synthetic standard events to a topic")
     produce.add_arguments(prod)
     prod.set_defaults(func=produce.run_cli)
+
+    overrides_help = "Hydra overrides, e.g. pipeline=user_totals topology.workers=4"
+    run = sub.add_parser("run", help="run a pipeline (checks the config against reality first)")
+    run.add_argument("overrides", nargs="*", help=overrides_help)
+    run.add_argument("--skip-checks", action="store_true")
+    run.set_defaults(func=_run)
+
+    check = sub.add_parser("check", help="validate a config against Kafka, PostgreSQL and Ray")
+    check.add_argument("overrides", nargs="*", help=overrides_help)
+    check.set_defaults(func=_check)
+
+    config = sub.add_parser("config", help="show the resolved config (secrets masked)")
+    config.add_argument("action", choices=["show"])
+    config.add_argument("overrides", nargs="*", help=overrides_help)
+    config.set_defaults(func=_config_show)
+
+    demo = sub.add_parser("demo", help="local stack + synthetic events + the events pipeline")
+    demo.add_argument("--events", type=int, default=200_000)
+    demo.add_argument("--bad-fraction", type=float, default=0.002)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--topic", default="demo-events")
+    demo.add_argument("overrides", nargs="*", help=overrides_help)
+    demo.set_defaults(func=_demo)
     return parser
 
 
@@ -63,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except VeltrixError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from veltrix_ray.config.mask import mask_text
+
+        print(f"error: {mask_text(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

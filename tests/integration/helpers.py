@@ -1,0 +1,126 @@
+"""Expected outcomes computed from the deterministic producer, and Postgres read-backs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+import ray
+
+from veltrix_ray import Pipeline, RunSummary, load_config
+from veltrix_ray.produce import generate, partition_for, produce
+from veltrix_ray.runtime.coordinator import NAMESPACE, coordinator_name
+
+
+@dataclass
+class Expected:
+    good: set[str] = field(default_factory=set)
+    bad: set[tuple[int, int]] = field(default_factory=set)  # (partition, offset)
+    high_watermarks: dict[int, int] = field(default_factory=dict)
+
+
+def fill(bootstrap: str, topic: str, events: int, partitions: int, seed: int = 7,
+         bad_fraction: float = 0.0) -> Expected:
+    asyncio.run(produce(bootstrap, topic, events=events, partitions=partitions, seed=seed,
+                        bad_fraction=bad_fraction))
+    exp = Expected()
+    offsets: Counter[int] = Counter()
+    for rec in generate(events, seed=seed, bad_fraction=bad_fraction):
+        p = partition_for(rec.key, partitions)
+        if rec.event_id is None:
+            exp.bad.add((p, offsets[p]))
+        else:
+            exp.good.add(rec.event_id)
+        offsets[p] += 1
+    exp.high_watermarks = dict(offsets)
+    return exp
+
+
+def overrides(topic: str, dsn: str, *extra: str) -> list[str]:
+    return [f"kafka.topic={topic}", f"postgres.dsn='{dsn}'", "until=drained",
+            "progress_interval_s=0.2", *extra]
+
+
+def event_ids(dsn: str, table: str = "events") -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute(f'SELECT event_id FROM "{table}"').fetchall()]
+
+
+def dead_letters(dsn: str) -> list[tuple[int, int]]:
+    with psycopg.connect(dsn) as conn:
+        return [(p, o) for p, o in conn.execute(
+            'SELECT partition, "offset" FROM veltrix_dead_letters').fetchall()]
+
+
+def offsets(dsn: str, topic: str) -> dict[int, int | None]:
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute("SELECT partition, next_offset FROM veltrix_offsets WHERE "
+                                 "topic = %s", (topic,)).fetchall())
+
+
+def assert_exact(dsn: str, topic: str, exp: Expected) -> None:
+    ids = event_ids(dsn)
+    assert len(ids) == len(exp.good), "row count differs (duplicates or gaps)"
+    assert set(ids) == exp.good
+    dead = dead_letters(dsn)
+    assert len(dead) == len(exp.bad)
+    assert set(dead) == exp.bad
+    assert offsets(dsn, topic) == exp.high_watermarks
+
+
+class Background:
+    """Runs a pipeline in a thread so a test can act on it mid-run."""
+
+    def __init__(self, over: list[str]) -> None:
+        self.pipeline = Pipeline(load_config(over))
+        self.summary: RunSummary | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.summary = self.pipeline.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def __enter__(self) -> Background:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pipeline.stop()
+        self.thread.join(timeout=300)
+
+    def coordinator(self) -> ray.actor.ActorHandle:
+        return ray.get_actor(coordinator_name(self.pipeline.settings.pipeline.name),
+                             namespace=NAMESPACE)
+
+    def wait(self, what: str, pred: Callable[[], bool], timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            if self.error is not None:
+                raise AssertionError(f"pipeline failed while waiting for {what}") from self.error
+            assert self.thread.is_alive(), f"pipeline ended before {what}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.05)
+
+    def join(self, timeout: float = 300) -> RunSummary:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "pipeline did not finish"
+        if self.error is not None:
+            raise self.error
+        assert self.summary is not None
+        return self.summary
+
+
+def committed_rows(dsn: str) -> int:
+    try:
+        with psycopg.connect(dsn) as conn:
+            return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])  # type: ignore[index]
+    except psycopg.Error:
+        return 0

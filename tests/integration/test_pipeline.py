@@ -1,0 +1,242 @@
+"""The exactly-once pipeline against real Kafka, PostgreSQL and Ray (no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pyarrow as pa
+import pytest
+import ray
+from aiokafka import AIOKafkaProducer
+
+from veltrix_ray import (
+    DeadLetterLimitExceeded,
+    FencedError,
+    MemoryBudgetExceeded,
+    Pipeline,
+    load_config,
+)
+from veltrix_ray.local.postgres import LocalPostgres
+from veltrix_ray.local.procs import free_port
+from veltrix_ray.sink import Advance, PostgresSink
+
+from .helpers import Background, assert_exact, committed_rows, fill, offsets, overrides
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def test_exact_rows_dead_letters_and_offsets(kafka_bootstrap: str, pg_dsn: str,
+                                             new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(8)
+    exp = fill(kafka_bootstrap, topic, 12_000, 8, bad_fraction=0.02)
+    assert len(exp.bad) == 240
+    summary = Pipeline(load_config(overrides(topic, pg_dsn, "topology.workers=2",
+                                             "batch.max_records=1000"))).run()
+    assert_exact(pg_dsn, topic, exp)
+    assert summary.rows == len(exp.good)
+    assert summary.dead_letters == len(exp.bad)
+    assert {p: i["committed"] for p, i in summary.partitions.items()} == exp.high_watermarks
+    with psycopg.connect(pg_dsn) as conn:
+        errors = {e for (e,) in conn.execute("SELECT error FROM veltrix_dead_letters")}
+        raw = conn.execute("SELECT value FROM veltrix_dead_letters WHERE error LIKE "
+                           "'%%not valid UTF-8%%' LIMIT 1").fetchone()
+    assert any("Object missing required field" in e for e in errors)
+    assert any("exceeds pipeline.max_record_bytes=" in e for e in errors)
+    assert any(e.startswith("DecodeError: ") for e in errors)
+    assert raw is not None and bytes(raw[0])  # raw bytes are kept as they came
+
+
+def test_killed_workers_lose_and_duplicate_nothing(kafka_bootstrap: str, pg_dsn: str,
+                                                   new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(8)
+    exp = fill(kafka_bootstrap, topic, 30_000, 8, bad_fraction=0.01)
+    killed: list[int] = []
+
+    def live_pids() -> list[int]:
+        pids = ray.get(run.coordinator().worker_pids.remote()).values()
+        return sorted(p for p in pids if p not in killed)
+
+    with Background(overrides(topic, pg_dsn, "topology.workers=2", "batch.max_records=300",
+                              "topology.max_restarts=10")) as run:
+        for round_ in range(3):
+            run.wait("rows to commit", lambda r=round_: committed_rows(pg_dsn) > 3000 * (r + 1))
+            run.wait("a live worker", lambda: bool(live_pids()))
+            pid = live_pids()[round_ % 2 if len(live_pids()) > 1 else 0]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        summary = run.join()
+    assert len(killed) == 3
+    assert sum(w["restarts"] for w in summary.workers) >= 3
+    assert_exact(pg_dsn, topic, exp)
+
+
+def test_stale_owner_is_fenced_and_writes_nothing(pg_dsn: str) -> None:
+    schema = pa.schema([pa.field("event_id", pa.string(), nullable=False)])
+    sink = PostgresSink(pg_dsn, db_schema="public", table="events", pipeline="p", topic="t")
+    try:
+        sink.setup(schema)
+        stale = sink.claim([0])[0]
+        owner = sink.claim([0])[0]
+        assert owner.epoch == stale.epoch + 1
+        batch = pa.RecordBatch.from_pylist([{"event_id": "a"}, {"event_id": "b"}], schema)
+        with pytest.raises(FencedError, match=r"partition\(s\) 0 \(epoch 1\) now belong to a "
+                                              r"newer owner"):
+            sink.write(batch, [], [Advance(0, None, 2, stale.epoch)])
+        with psycopg.connect(pg_dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
+            assert conn.execute("SELECT next_offset, owner_epoch FROM veltrix_offsets"
+                                ).fetchone() == (None, 2)
+        sink.write(batch, [], [Advance(0, None, 2, owner.epoch)])
+        with pytest.raises(FencedError):  # a replay of the same batch by the stale owner
+            sink.write(batch, [], [Advance(0, 2, 4, stale.epoch)])
+        with psycopg.connect(pg_dsn) as conn:
+            assert sorted(r[0] for r in conn.execute("SELECT event_id FROM events")) == ["a", "b"]
+            assert conn.execute("SELECT next_offset FROM veltrix_offsets").fetchone() == (2,)
+    finally:
+        sink.close()
+
+
+def test_stop_halfway_then_restart_continues_exactly(kafka_bootstrap: str, pg_dsn: str,
+                                                      new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(8)
+    exp = fill(kafka_bootstrap, topic, 20_000, 8, bad_fraction=0.01)
+    over = overrides(topic, pg_dsn, "topology.workers=2", "batch.max_records=200")
+    with Background(over) as run:
+        run.wait("some rows", lambda: committed_rows(pg_dsn) > 2000)
+        run.pipeline.stop()
+        first = run.join()
+    stored = offsets(pg_dsn, topic)
+    assert sum(v or 0 for v in stored.values()) < sum(exp.high_watermarks.values()), \
+        "the stop came too late to test a restart"
+    assert first.rows == committed_rows(pg_dsn)
+    Pipeline(load_config(over)).run()
+    assert_exact(pg_dsn, topic, exp)
+
+
+def test_upsert_keeps_the_latest_value_per_key(kafka_bootstrap: str, pg_dsn: str,
+                                              new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(4)
+    events = []
+    for i in range(400):
+        user = i % 23
+        kind = "refund" if i % 10 == 9 else ("view", "click", "purchase")[i % 3]
+        events.append({"event_id": f"e{i}", "ts": f"2026-11-26T10:{i // 60:02d}:{i % 60:02d}Z",
+                       "user_id": user, "kind": kind, "amount": i + 0.25, "country": "DE",
+                       "payload": {"i": i}})
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            for e in events:
+                await producer.send(topic, json.dumps(e).encode(), key=str(e["user_id"]).encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    latest = {}
+    for e in events:
+        if e["kind"] != "refund":
+            latest[e["user_id"]] = e
+    Pipeline(load_config(overrides(topic, pg_dsn, "pipeline=user_totals",
+                                   "batch.max_records=7"))).run()
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute("SELECT user_id, last_event_id, last_kind, amount_cents "
+                            "FROM user_latest ORDER BY user_id").fetchall()
+    assert rows == [(u, e["event_id"], e["kind"], int(e["amount"] * 100))
+                    for u, e in sorted(latest.items())]
+
+
+def test_memory_budget_is_enforced_with_a_clear_error(kafka_bootstrap: str, pg_dsn: str,
+                                                      new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(2)
+    big = json.dumps({"event_id": "x", "ts": "2026-11-26T10:00:00Z", "user_id": 1,
+                      "kind": "view", "amount": 1.0, "country": "DE",
+                      "payload": {"blob": "x" * 100_000}}).encode()
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=2**21)
+        await producer.start()
+        try:
+            for i in range(200):
+                await producer.send(topic, big.replace(b'"x"', f'"big{i}"'.encode(), 1),
+                                    key=str(i).encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    tiny = overrides(topic, pg_dsn, "topology.memory_mb=120", "topology.memory.overhead_mb=40",
+                     "pipeline.max_record_bytes=200000")
+    with pytest.raises(MemoryBudgetExceeded, match=r"veltrix:events:w\d\.0 \(partitions \[\d\]\) "
+                                                    r"uses \d+ MiB resident, over its budget of "
+                                                    r"120 MiB \(topology.memory_mb\).*Raise "
+                                                    r"topology.memory_mb"):
+        Pipeline(load_config(tiny)).run()
+    summary = Pipeline(load_config(overrides(topic, pg_dsn, "topology.memory_mb=768",
+                                             "pipeline.max_record_bytes=200000"))).run()
+    assert summary.rows == 200
+    for worker in summary.workers:
+        assert 0 < worker["peak_rss"] < 768 * 2**20
+
+
+def test_dead_letter_limit_stops_only_the_garbage_partition(
+        kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(4)
+    good = {p: [json.dumps({"event_id": f"p{p}-{i}", "ts": "2026-11-26T10:00:00+01:00",
+                            "user_id": i, "kind": "view", "amount": 1, "country": "FR",
+                            "payload": None}).encode() for i in range(50)] for p in (1, 2, 3)}
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            for i in range(300):
+                await producer.send(topic, b"\x00garbage" + bytes([i % 256]), partition=0)
+            for p, values in good.items():
+                for v in values:
+                    await producer.send(topic, v, partition=p)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    with pytest.raises(DeadLetterLimitExceeded, match=r"partition 0 stopped at offset 0: 300 "
+                                                       r"bad records in a row, over pipeline."
+                                                       r"dead_letters.max_consecutive=50"):
+        Pipeline(load_config(overrides(topic, pg_dsn, "topology.workers=2",
+                                       "pipeline.dead_letters.max_consecutive=50"))).run()
+    with psycopg.connect(pg_dsn) as conn:
+        ids = {r[0] for r in conn.execute("SELECT event_id FROM events")}
+        dead = conn.execute("SELECT count(*) FROM veltrix_dead_letters").fetchone()
+    assert ids == {f"p{p}-{i}" for p in (1, 2, 3) for i in range(50)}
+    assert dead == (0,)
+    assert offsets(pg_dsn, topic) == {0: None, 1: 50, 2: 50, 3: 50}
+
+
+def test_postgres_restart_mid_run_is_retried_exactly(kafka_bootstrap: str, tmp_path: Path,
+                                                     new_topic: Callable[[int], str]) -> None:
+    pg = LocalPostgres(tmp_path / "pg", free_port())
+    pg.start()
+    try:
+        topic = new_topic(8)
+        exp = fill(kafka_bootstrap, topic, 20_000, 8, bad_fraction=0.01)
+        with Background(overrides(topic, pg.dsn, "topology.workers=2", "batch.max_records=200",
+                                  "postgres.retry.max_backoff_s=1")) as run:
+            run.wait("some rows", lambda: committed_rows(pg.dsn) > 2000)
+            pg.stop()
+            time.sleep(2)
+            pg.start()
+            run.join()
+        assert committed_rows(pg.dsn) == len(exp.good)
+        assert_exact(pg.dsn, topic, exp)
+    finally:
+        pg.stop()
