@@ -106,7 +106,8 @@ class Decoder:
         for col, get in self._getters:
             data = [get(r) for r in rows]
             if col.type == "json":
-                data = [None if v is None or v == b"null" else bytes(v) for v in data]
+                raw = [None if v is None else bytes(v) for v in data]
+                data = [None if v == b"null" else v for v in raw]
                 arrays.append(pa.array(data, pa.binary()).cast(pa.string()))
             else:
                 arrays.append(pa.array(data, self.schema.field(col.name).type))
