@@ -116,5 +116,5 @@ class Decoder:
         else:
             meta = [[column[i] for i in good] for column in
                     (fetched.partitions, fetched.offsets, fetched.keys, fetched.timestamps)]
-        arrays += [pa.array(m, f.type) for m, f in zip(meta, METADATA)]
+        arrays += [pa.array(m, f.type) for m, f in zip(meta, METADATA, strict=False)]
         return pa.RecordBatch.from_arrays(arrays, schema=self.full_schema)

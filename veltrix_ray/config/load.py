@@ -44,7 +44,8 @@ def conf_dir() -> Path:
     return beside if beside.is_dir() else (Path.cwd() / "conf").resolve()
 
 
-def load_config(overrides: Sequence[str] = (), *, config_dir: str | Path | None = None) -> DictConfig:
+def load_config(overrides: Sequence[str] = (), *,
+                config_dir: str | Path | None = None) -> DictConfig:
     """Compose the config from conf/ plus Hydra overrides, e.g. ["pipeline=user_totals"].
 
     Raises ConfigError naming the key for typos, wrong types and missing values."""

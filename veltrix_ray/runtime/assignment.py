@@ -22,12 +22,12 @@ def assign(partitions: Sequence[int], workers: int,
     prev += [[] for _ in range(n - len(prev))]
     sets: list[list[int]] = []
     taken: set[int] = set()
-    for quota, old in zip(quotas, prev):
+    for quota, old in zip(quotas, prev, strict=False):
         keep = [p for p in old if p not in taken][:quota]
         taken.update(keep)
         sets.append(keep)
     free = [p for p in parts if p not in taken]
-    for quota, s in zip(quotas, sets):
+    for quota, s in zip(quotas, sets, strict=False):
         while len(s) < quota:
             s.append(free.pop(0))
         s.sort()

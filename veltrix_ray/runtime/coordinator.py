@@ -219,7 +219,7 @@ class Coordinator:
 
     def summary(self) -> dict[str, Any]:
         progress = self.progress()
-        for p, info in progress["partitions"].items():
+        for _p, info in progress["partitions"].items():
             if info["error"]:
                 progress["errors"].append(("DeadLetterLimitExceeded", info["error"]))
         return progress

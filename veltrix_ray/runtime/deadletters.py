@@ -38,7 +38,8 @@ class DeadLetterLimit:
             n, b = self._window.popleft()
             self._records -= n
             self._bad -= b
-        if self._records >= self.policy.window and self._bad / self._records > self.policy.max_ratio:
+        judged = self._records >= self.policy.window
+        if judged and self._bad / self._records > self.policy.max_ratio:
             return (f"{self._bad} of the last {self._records} records were bad, over "
                     f"pipeline.dead_letters.max_ratio={self.policy.max_ratio}")
         return None

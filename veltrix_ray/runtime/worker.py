@@ -230,7 +230,7 @@ class PartitionWorker:
         for b in bad:
             dead[b.partition] += 1
         last: dict[int, int] = {}
-        for p, o in zip(fetched.partitions, fetched.offsets):
+        for p, o in zip(fetched.partitions, fetched.offsets, strict=False):
             if p not in failed:
                 last[p] = o
         advances = [Advance(p, self.states[p].next_offset, o + 1, self.states[p].epoch)
@@ -290,7 +290,7 @@ class PartitionWorker:
             keys = decoded.batch.column("_kafka_key").to_pylist()
             index = decoded.good if decoded.good is not None else range(len(fetched))
             moved = [BadRecord(p, o, k, fetched.values[i], error, i)
-                     for p, o, k, i in zip(part, offs, keys, index)]
+                     for p, o, k, i in zip(part, offs, keys, index, strict=False)]
             empty = pa.RecordBatch.from_pylist([], schema=self.spec.output_schema)
             return empty, decoded.bad + moved
 
