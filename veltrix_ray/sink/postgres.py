@@ -300,10 +300,11 @@ class PostgresSink:
                 cp.write(csv_rows)
             return
         stage = sql.Identifier("veltrix_stage")
-        cur.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {s} (LIKE {t}) "
-                            "ON COMMIT DELETE ROWS").format(s=stage, t=self._target))
-        cur.execute(sql.SQL("ALTER TABLE {s} ADD COLUMN IF NOT EXISTS {q} bigint").format(
-            s=stage, q=sql.Identifier(_SEQ)))
+        # the written columns only, with the target's types and none of its constraints
+        # (created in every transaction: a rolled-back one takes the table with it)
+        cur.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {s} ON COMMIT DELETE ROWS AS "
+                            "SELECT {cols}, NULL::bigint AS {q} FROM {t} WITH NO DATA").format(
+            s=stage, cols=cols, q=sql.Identifier(_SEQ), t=self._target))
         with cur.copy(sql.SQL("COPY {} ({}, {}) FROM STDIN (FORMAT csv)").format(
                 stage, cols, sql.Identifier(_SEQ))) as cp:
             cp.write(csv_rows)
