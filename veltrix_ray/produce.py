@@ -1,27 +1,34 @@
 """Synthetic event producer (``veltrix-ray produce``): the demo's and benchmarks' input.
 
-Events are a pure function of ``(seed, index)``: the same seed always writes the same
-records to the same partitions in the same order, so a pipeline run can be checked
+A good event is a pure function of ``(seed, index)``, and which indices are bad depends
+only on the run's length and bad fraction: the same arguments always write the same
+records to the same partitions in the same order, so a pipeline's output can be checked
 against ``generate()`` record by record.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import itertools
+import functools
+import gc
+import logging
 import math
+import os
 import random
 import sys
 import time
 import uuid
+from array import array
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TextIO
 
 import msgspec
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import murmur2
 
 from veltrix_ray.source.admin import ensure_topic
@@ -43,9 +50,9 @@ _BLOCK = 1024
 _STEP_US = 1024
 # Each event gets four random 64-bit words: two for its UUID, one for the user, and one cut
 # into the bit fields below (tables of 2**bits entries, so a field is one shift and mask).
-_KIND_TABLE = ("view",) * 77 + ("click",) * 26 + ("cart",) * 13 + ("purchase",) * 10 + (
-    "refund",
-) * 2
+_KIND_TABLE = (
+    ("view",) * 77 + ("click",) * 26 + ("cart",) * 13 + ("purchase",) * 10 + ("refund",) * 2
+)
 _PRICED = frozenset({"cart", "purchase", "refund"})
 _UTC_PLUS_ZERO = None
 """Marks the zone written as "+00:00" (msgspec writes every zero offset as "Z")."""
@@ -60,6 +67,7 @@ _ZONES = (
     timezone(timedelta(hours=5, minutes=30)),
 )
 _PAYLOAD_POOL = 4096
+_USERS = 10_000
 _UUID_MASK = ~(0xF000 << 64) & ~(0xC000 << 48)
 _UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)
 _SAFE_UNKNOWN = uuid.SafeUUID.unknown
@@ -67,6 +75,8 @@ _BATCH_BYTES = 512 * 1024
 """Per-partition batch; below the broker's default message.max.bytes (1 MiB)."""
 _PROGRESS_EVERY_S = 0.2
 _RATE_TICK_S = 0.05
+_CHUNK = 16_384
+"""Records generated per step."""
 
 
 class _Payload(msgspec.Struct, gc=False):
@@ -112,6 +122,29 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+@dataclass(frozen=True)
+class _Spec:
+    """Everything that determines a run's records."""
+
+    events: int
+    seed: int = 0
+    bad_fraction: float = 0.0
+    users: int = _USERS
+    oversize_bytes: int = 200_000
+    start: int = 0
+    partitions: int = 1
+    """1 skips the murmur2 hashing when the caller has no use for partitions."""
+
+    def __post_init__(self) -> None:
+        # Checked here, not in the generators, which would only raise at their first next().
+        if self.events < 0 or self.start < 0:
+            raise ValueError(f"events and start must be >= 0, got {self.events}, {self.start}")
+        if not 0.0 <= self.bad_fraction <= 1.0:
+            raise ValueError(f"bad_fraction must be in [0, 1], got {self.bad_fraction}")
+        if self.users < 1 or self.partitions < 1:
+            raise ValueError(f"users and partitions must be >= 1: {self.users}, {self.partitions}")
+
+
 def _uuid4(bits: int, _new=object.__new__, _set=object.__setattr__) -> uuid.UUID:
     """uuid.UUID(int=bits, version=4) at a quarter of the cost (it was the hot loop's biggest
     item). It sets the same two slots that UUID.__init__ sets."""
@@ -121,6 +154,7 @@ def _uuid4(bits: int, _new=object.__new__, _set=object.__setattr__) -> uuid.UUID
     return value
 
 
+@functools.lru_cache(maxsize=4)
 def _payloads(seed: int) -> tuple[_Payload, ...]:
     """A per-seed pool of payloads: picking one costs one draw instead of five."""
     rng = random.Random(f"veltrix:{seed}:payloads")
@@ -134,7 +168,14 @@ def _payloads(seed: int) -> tuple[_Payload, ...]:
     )
 
 
-def _bad_value(sort: str, nth: int, event: _Event, good: bytes, oversize_bytes: int) -> bytes:
+@functools.lru_cache(maxsize=4)
+def _user_cache(users: int, partitions: int) -> tuple[list[bytes | None], list[int]]:
+    """Each user's key and partition, filled in as users turn up and kept for the process:
+    murmur2 in Python costs microseconds, and a run is generated in many slices."""
+    return [None] * users, [0] * users
+
+
+def _bad_value(sort: str, nth: int, event: _Event, good: bytes, spec: _Spec) -> bytes:
     """Corrupt a good event into ``sort``; ``nth`` varies the flavour within a sort."""
     encode = _ENCODER.encode
     replace = msgspec.structs.replace
@@ -151,66 +192,53 @@ def _bad_value(sort: str, nth: int, event: _Event, good: bytes, oversize_bytes: 
     if sort == "non_utf8":
         return good.replace(b'"country":"', b'"country":"\xff\xfe', 1)
     payload = event.payload
-    big = _BigPayload(payload.page, payload.ab, payload.items, "x" * oversize_bytes)
+    big = _BigPayload(payload.page, payload.ab, payload.items, "x" * spec.oversize_bytes)
     return encode(replace(event, payload=big))
-
-
-def _check(events: int, bad_fraction: float, users: int, start: int) -> None:
-    """Reject arguments up front: generators would only raise at their first next()."""
-    if events < 0 or start < 0:
-        raise ValueError(f"events and start must be >= 0, got {events} and {start}")
-    if not 0.0 <= bad_fraction <= 1.0:
-        raise ValueError(f"bad_fraction must be in [0, 1], got {bad_fraction}")
-    if users < 1:
-        raise ValueError(f"users must be >= 1, got {users}")
 
 
 def bad_counts(events: int, bad_fraction: float) -> dict[str, int]:
     """How many records of each bad sort generate(events, bad_fraction=...) yields."""
     n_bad = round(events * bad_fraction)
-    return {
-        sort: len(range(k, n_bad, len(BAD_SORTS))) for k, sort in enumerate(BAD_SORTS)
-    }
+    return {sort: len(range(k, n_bad, len(BAD_SORTS))) for k, sort in enumerate(BAD_SORTS)}
 
 
 def _bad_index(k: int, events: int, n_bad: int) -> int:
-    """Index of the k-th bad record: the first j with floor((j+1)*n_bad/events) > k."""
+    """Run index of the k-th bad record: the first j with floor((j+1)*n_bad/events) > k.
+
+    So exactly n_bad indices are bad, evenly spaced, and floor(j*n_bad/events) of them
+    come before index j, which lets any slice of a run start without the ones before it.
+    """
     return ((k + 1) * events + n_bad - 1) // n_bad - 1
 
 
 def _records(
-    events: int,
-    seed: int,
-    bad_fraction: float,
-    users: int,
-    oversize_bytes: int,
-    start: int,
-    partitions: int,
+    spec: _Spec, lo: int = 0, hi: int | None = None
 ) -> Iterator[tuple[int, bytes, bytes, str, uuid.UUID | None]]:
-    """The hot loop behind generate() and produce(), yielding plain tuples
-    (partition, key, value, sort, event_id); ``partitions=1`` skips the hashing.
+    """Run indices ``lo .. hi-1`` as (partition, key, value, sort, event_id) tuples: the hot
+    loop behind generate() and produce().
 
-    Randomness comes in bulk (one randbytes() per block, read as 64-bit words): per-event
-    draws were the larger part of the cost. Words are read in the host's byte order, so
-    the streams are the same on every little-endian machine.
+    Randomness comes in bulk (one randbytes() per block, read as four 64-bit words per
+    event): per-event draws were the larger part of the cost. Words are read in the host's
+    byte order, so the streams are the same on every little-endian machine.
     """
-    n_bad = round(events * bad_fraction)
-    bad_seen = 0
-    next_bad = _bad_index(0, events, n_bad) if n_bad else -1
+    events, users, partitions = spec.events, spec.users, spec.partitions
+    hi = events if hi is None else hi
+    n_bad = round(events * spec.bad_fraction)
+    bad_seen = lo * n_bad // events if n_bad else 0
+    next_bad = _bad_index(bad_seen, events, n_bad) if bad_seen < n_bad else -1
     encode = _ENCODER.encode
     from_ts = datetime.fromtimestamp
     utc = timezone.utc
-    keys: list[bytes | None] = [None] * users
-    partition_of = [0] * users
-    payloads = _payloads(seed)
+    keys, partition_of = _user_cache(users, partitions)
+    payloads = _payloads(spec.seed)
     kinds, priced, zones, countries = _KIND_TABLE, _PRICED, _ZONES, COUNTRIES
-    j = 0
-    while j < events:
-        block, first = divmod(start + j, _BLOCK)
-        count = min(_BLOCK - first, events - j)
-        rng = random.Random(f"veltrix:{seed}:{block}")
+    j = lo
+    while j < hi:
+        block, first = divmod(spec.start + j, _BLOCK)
+        count = min(_BLOCK - first, hi - j)
+        rng = random.Random(f"veltrix:{spec.seed}:{block}")
         words = iter(memoryview(rng.randbytes(32 * _BLOCK)).cast("Q")[4 * first :].tolist())
-        base_us = BASE_TS_US + (start + j) * _STEP_US
+        base_us = BASE_TS_US + (spec.start + j) * _STEP_US
         quads = zip(range(count), words, words, words, words, strict=False)
         for step, id_high, id_low, user_word, bits in quads:
             u = user_word % users
@@ -235,10 +263,10 @@ def _records(
                 yield partition_of[u], key, value, "good", event.event_id
                 continue
             sort = BAD_SORTS[bad_seen % len(BAD_SORTS)]
-            bad_value = _bad_value(sort, bad_seen // len(BAD_SORTS), event, value, oversize_bytes)
+            nth = bad_seen // len(BAD_SORTS)
             bad_seen += 1
             next_bad = _bad_index(bad_seen, events, n_bad) if bad_seen < n_bad else -1
-            yield partition_of[u], key, bad_value, sort, None
+            yield partition_of[u], key, _bad_value(sort, nth, event, value, spec), sort, None
         j += count
 
 
@@ -257,18 +285,61 @@ def generate(
     round-robin over BAD_SORTS (see bad_counts). A bad record replaces the good event of
     its index, so the good records are the same whatever ``bad_fraction`` is.
     """
-    _check(events, bad_fraction, users, start)
+    spec = _Spec(events, seed, bad_fraction, users, oversize_bytes, start)
     return (
         Record(key, value, sort, None if event_id is None else str(event_id))
-        for _, key, value, sort, event_id in _records(
-            events, seed, bad_fraction, users, oversize_bytes, start, 1
-        )
+        for _, key, value, sort, event_id in _records(spec)
     )
+
+
+_Columns = tuple[Sequence[int], Sequence[bytes], Sequence[bytes]]
+"""Partitions, keys and values of consecutive records."""
+
+
+def _chunk(spec: _Spec, lo: int, hi: int) -> _Columns:
+    """Run indices ``lo .. hi-1`` (lo < hi), as the producer needs them.
+
+    The garbage collector is paused meanwhile: the rows hold no cycles, and with thousands
+    of them alive its passes cost half as much again as generating them.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        partitions, keys, values, _, _ = zip(*_records(spec, lo, hi), strict=True)
+    finally:
+        if collecting:
+            gc.enable()
+    return array("I", partitions), keys, values
+
+
+class _Feed:
+    """The run's records in order, generated _CHUNK at a time; rate mode takes odd amounts."""
+
+    def __init__(self, spec: _Spec) -> None:
+        self._spec = spec
+        self._chunk: _Columns = ((), (), ())
+        self._at = 0
+        self._generated = 0
+
+    def take(self, n: int) -> list[_Columns]:
+        taken: list[_Columns] = []
+        while n > 0:
+            if self._at == len(self._chunk[0]):
+                lo = self._generated
+                self._generated = min(lo + _CHUNK, self._spec.events)
+                self._chunk, self._at = _chunk(self._spec, lo, self._generated), 0
+            end = min(self._at + n, len(self._chunk[0]))
+            partitions, keys, values = self._chunk
+            taken.append((partitions[self._at : end], keys[self._at : end], values[self._at : end]))
+            n -= end - self._at
+            self._at = end
+        return taken
 
 
 @dataclass
 class ProduceReport:
-    """What one produce() run wrote; ``elapsed_s`` covers writing up to the last ack."""
+    """What one produce() run wrote. ``elapsed_s`` covers writing up to the last ack (not
+    the topic and connection set-up); ``batch_bytes`` is the record batches' size."""
 
     topic: str
     partitions: int
@@ -278,20 +349,20 @@ class ProduceReport:
     elapsed_s: float
     events_per_s: float
     per_partition: dict[int, int]
-    value_bytes: int = 0
+    batch_bytes: int = 0
 
     def summary(self) -> str:
         """Human-readable report; the last line is the headline figure."""
-        mb_per_s = self.value_bytes / 1e6 / self.elapsed_s if self.elapsed_s > 0 else 0.0
-        bad = " ".join(f"{sort}={n:,}" for sort, n in self.bad.items())
+        mb_per_s = self.batch_bytes / 1e6 / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        bad = ", ".join(f"{sort} {n:,}" for sort, n in self.bad.items())
         spread = " ".join(f"{p}:{n:,}" for p, n in sorted(self.per_partition.items()))
         return "\n".join(
             (
                 f"topic {self.topic}: {self.partitions} partitions",
-                f"  good events: {self.good:,}",
-                f"  bad records: {sum(self.bad.values()):,} ({bad})",
+                f"  good events:   {self.good:,}",
+                f"  bad records:   {sum(self.bad.values()):,} ({bad})",
                 f"  per partition: {spread}",
-                f"  values: {self.value_bytes / 1e6:,.1f} MB, {mb_per_s:,.1f} MB/s",
+                f"  written:       {self.batch_bytes / 1e6:,.1f} MB, {mb_per_s:,.1f} MB/s",
                 f"produced {self.events} events to {self.topic} in {self.elapsed_s:.2f}s: "
                 f"{self.events_per_s:,.0f} events/s",
             )
@@ -299,50 +370,35 @@ class ProduceReport:
 
 
 class _Writer:
-    """One open batch per partition, shipped when full: aiokafka's batch API without the
-    per-message future and coroutine that cap ``send()`` near 48k messages/s."""
+    """One open batch per partition, shipped when full: aiokafka's batch API, without the
+    per-message future and coroutine that cap ``send()`` near 48k messages/s.
+
+    Counting happens per shipped batch, not per record, to keep the record loop short.
+    """
 
     def __init__(
         self, producer: AIOKafkaProducer, topic: str, partitions: int, progress: TextIO | None
     ) -> None:
         self._producer = producer
         self._topic = topic
-        self._partitions = partitions
         self._builders = [producer.create_batch() for _ in range(partitions)]
         self._acks: deque[asyncio.Future] = deque()
-        self._partition_of: dict[bytes, int] = {}
         self._progress = progress
         self._started = time.monotonic()
         self._shown = 0.0
         self.per_partition = [0] * partitions
-        self.bad = dict.fromkeys(BAD_SORTS, 0)
-        self.events = 0
-        self.value_bytes = 0
+        self.shipped = 0
+        self.batch_bytes = 0
 
-    async def write(
-        self, records: Iterator[tuple[bytes, bytes, str, uuid.UUID | None]], limit: int
-    ) -> None:
-        """Append the next ``limit`` records to their partitions' batches."""
-        builders, partition_of, bad = self._builders, self._partition_of, self.bad
-        partitions = self._partitions
-        value_bytes = 0
-        for n, (key, value, sort, _) in enumerate(itertools.islice(records, limit), 1):
-            p = partition_of.get(key)
-            if p is None:
-                p = partition_of[key] = partition_for(key, partitions)
-            if builders[p].append(timestamp=None, key=key, value=value) is None:
-                await self._ship(p)
-                # A batch's first record is always taken, however large.
-                builders[p].append(timestamp=None, key=key, value=value)
-            value_bytes += len(value)
-            if sort != "good":
-                bad[sort] += 1
-            if n % 4096 == 0 and self._progress is not None:
-                self._show(self.events + n)
-        self.events += limit
-        self.value_bytes += value_bytes
-        if self._progress is not None:
-            self._show(self.events)
+    async def write(self, parts: list[_Columns]) -> None:
+        """Append records to their partitions' batches, shipping the ones that fill up."""
+        builders = self._builders
+        for partitions, keys, values in parts:
+            for p, key, value in zip(partitions, keys, values, strict=True):
+                if builders[p].append(timestamp=None, key=key, value=value) is None:
+                    await self._ship(p)
+                    # A batch's first record is always taken, however large.
+                    builders[p].append(timestamp=None, key=key, value=value)
 
     async def ship_all(self) -> None:
         """Send every non-empty batch now (end of run, or a rate-mode tick)."""
@@ -355,30 +411,32 @@ class _Writer:
         await asyncio.gather(*self._acks)
         self._acks.clear()
 
-    def finish_progress(self) -> None:
-        """Leave the progress line complete and end it, so the summary starts afresh."""
+    def end_progress(self) -> None:
+        """Show the final count and end the line, so that what follows starts afresh."""
         if self._progress is not None:
-            self._show(self.events, force=True)
+            self._show(force=True)
             self._progress.write("\n")
             self._progress.flush()
 
     async def _ship(self, p: int) -> None:
         builder = self._builders[p]
         builder.close()  # a closed batch skips linger_ms
-        self.per_partition[p] += builder.record_count()
         self._builders[p] = self._producer.create_batch()
         self._acks.append(await self._producer.send_batch(builder, self._topic, partition=p))
+        self.per_partition[p] += builder.record_count()
+        self.shipped += builder.record_count()
+        self.batch_bytes += builder.size()
         while self._acks and self._acks[0].done():
             self._acks.popleft().result()
+        self._show()
 
-    def _show(self, count: int, force: bool = False) -> None:
+    def _show(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._shown < _PROGRESS_EVERY_S:
+        if self._progress is None or (not force and now - self._shown < _PROGRESS_EVERY_S):
             return
         self._shown = now
-        rate = count / max(now - self._started, 1e-9)
-        assert self._progress is not None
-        self._progress.write(f"\rproduced {count:,} events, {rate:,.0f} events/s   ")
+        rate = self.shipped / max(now - self._started, 1e-9)
+        self._progress.write(f"\rproduced {self.shipped:,} events, {rate:,.0f} events/s ")
         self._progress.flush()
 
 
@@ -398,26 +456,28 @@ async def produce(
 ) -> ProduceReport:
     """Write ``events`` records as fast as possible, or ``rate`` records/s for ``duration`` s.
 
-    The records are generate(total, seed=seed, bad_fraction=bad_fraction, ...) in order,
-    each to Kafka's default partition of its key. The topic is created with
-    ``partitions`` partitions if missing; an existing topic keeps its own count.
+    The records are generate(total, seed=seed, bad_fraction=bad_fraction,
+    oversize_bytes=oversize_bytes) in order, each to Kafka's default partition of its key.
+    The topic is created with ``partitions`` partitions if missing; an existing topic keeps
+    its own count (and the records go to its partitions).
     """
-    if (events is None) == (rate is None and duration is None):
-        raise ValueError("give either events, or rate and duration")
     if events is not None:
+        if rate is not None or duration is not None:
+            raise ValueError("give either events, or rate and duration, not both")
         if events < 1:
             raise ValueError(f"events must be >= 1, got {events}")
         total = events
+    elif rate is None or duration is None or rate <= 0 or duration <= 0:
+        raise ValueError(f"give events, or rate and duration > 0 (got {rate}, {duration})")
     else:
-        if rate is None or duration is None or rate <= 0 or duration <= 0:
-            raise ValueError(f"rate and duration must both be > 0, got {rate} and {duration}")
         total = max(1, round(rate * duration))
-    records = _records(total, seed, bad_fraction, 10_000, oversize_bytes, 0)
+    _Spec(total, seed, bad_fraction, oversize_bytes=oversize_bytes)  # fail before connecting
     partitions = await ensure_topic(bootstrap, topic, partitions, timeout_s=request_timeout_s)
+    spec = _Spec(total, seed, bad_fraction, _USERS, oversize_bytes, 0, partitions)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
-        enable_idempotence=True,  # broker-side retries must neither duplicate nor reorder
+        enable_idempotence=True,  # retried batches must neither duplicate nor reorder
         linger_ms=5,
         max_batch_size=_BATCH_BYTES,
         max_request_size=max(_BATCH_BYTES, oversize_bytes) + 64 * 1024,
@@ -427,32 +487,143 @@ async def produce(
     await producer.start()
     try:
         writer = _Writer(producer, topic, partitions, sys.stderr if progress else None)
+        feed = _Feed(spec)
         started = time.monotonic()
-        if rate is None:
-            await writer.write(records, total)
-        else:
-            while writer.events < total:
+        written = 0
+        while written < total:
+            due = total
+            if rate is not None:
                 due = min(total, math.ceil(rate * (time.monotonic() - started)))
-                if due > writer.events:
-                    await writer.write(records, due - writer.events)
-                    await writer.ship_all()
-                else:
-                    await asyncio.sleep(_RATE_TICK_S)
+            if due == written:
+                await asyncio.sleep(_RATE_TICK_S)
+                continue
+            n = min(due - written, _CHUNK)
+            await writer.write(feed.take(n))
+            written += n
+            if rate is not None:
+                await writer.ship_all()
         await writer.ship_all()
         await writer.wait_acks()
         elapsed = time.monotonic() - started
-        writer.finish_progress()
+        writer.end_progress()
     finally:
         await producer.stop()
-    bad = sum(writer.bad.values())
+    bad = bad_counts(total, bad_fraction)
     return ProduceReport(
         topic=topic,
         partitions=partitions,
-        events=writer.events,
-        good=writer.events - bad,
-        bad=writer.bad,
+        events=total,
+        good=total - sum(bad.values()),
+        bad=bad,
         elapsed_s=elapsed,
-        events_per_s=writer.events / elapsed if elapsed > 0 else 0.0,
+        events_per_s=total / elapsed if elapsed > 0 else 0.0,
         per_partition=dict(enumerate(writer.per_partition)),
-        value_bytes=writer.value_bytes,
+        batch_bytes=writer.batch_bytes,
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``veltrix-ray produce``."""
+    parser.add_argument("--topic", required=True, help="topic to write (created if missing)")
+    parser.add_argument("--events", type=int, help="write N events as fast as possible")
+    parser.add_argument("--rate", type=float, help="events per second (with --duration)")
+    parser.add_argument("--duration", type=float, help="seconds to write at --rate")
+    parser.add_argument(
+        "--partitions", type=int, default=8, help="partitions of a new topic (default 8)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same records (default 0)")
+    parser.add_argument(
+        "--bad-fraction",
+        type=float,
+        default=0.0,
+        help=f"share of bad records in [0, 1], spread over {', '.join(BAD_SORTS)} (default 0)",
+    )
+    parser.add_argument(
+        "--oversize-bytes",
+        type=int,
+        default=200_000,
+        help="oversized bad records are larger than this (default 200000)",
+    )
+    parser.add_argument("--bootstrap", help=f"Kafka bootstrap servers (default: ${ENV_BOOTSTRAP})")
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="Kafka request timeout, seconds (default 30)"
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress line (it is shown on stderr when that is a terminal)",
+    )
+
+
+def _usage_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the flags, naming the flag, or None."""
+    if args.events is not None:
+        if args.rate is not None or args.duration is not None:
+            return "give either --events, or --rate with --duration, not both"
+        if args.events < 1:
+            return f"--events must be >= 1, got {args.events}"
+    elif args.rate is None or args.duration is None:
+        return "give --events N, or --rate R with --duration S"
+    elif args.rate <= 0 or args.duration <= 0:
+        return f"--rate and --duration must be > 0, got {args.rate} and {args.duration}"
+    if not 0.0 <= args.bad_fraction <= 1.0:
+        return f"--bad-fraction must be between 0 and 1, got {args.bad_fraction}"
+    if args.partitions < 1:
+        return f"--partitions must be >= 1, got {args.partitions}"
+    if args.oversize_bytes < 1:
+        return f"--oversize-bytes must be >= 1, got {args.oversize_bytes}"
+    if args.timeout <= 0:
+        return f"--timeout must be > 0, got {args.timeout}"
+    return None
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``veltrix-ray produce``: 0 when done, 2 for a usage error, 1 when Kafka failed."""
+    error = _usage_error(args)
+    if error is not None:
+        print(f"veltrix-ray produce: error: {error}", file=sys.stderr)
+        return 2
+    bootstrap = args.bootstrap or os.environ.get(ENV_BOOTSTRAP)
+    if not bootstrap:
+        print(
+            f"veltrix-ray produce: error: no Kafka to write to: ${ENV_BOOTSTRAP} is not set. "
+            'Run `veltrix-ray local up` and `eval "$(veltrix-ray local env)"`, '
+            "or pass --bootstrap HOST:PORT.",
+            file=sys.stderr,
+        )
+        return 2
+    kafka_log = logging.getLogger("aiokafka")
+    if not kafka_log.handlers:
+        # Keep aiokafka's own connection errors (logged, then raised) off the terminal when
+        # nobody configured logging: the error below says it once and says what to do.
+        kafka_log.addHandler(logging.NullHandler())
+    try:
+        report = asyncio.run(
+            produce(
+                bootstrap,
+                args.topic,
+                events=args.events,
+                rate=args.rate,
+                duration=args.duration,
+                partitions=args.partitions,
+                seed=args.seed,
+                bad_fraction=args.bad_fraction,
+                progress=not args.no_progress and sys.stderr.isatty(),
+                oversize_bytes=args.oversize_bytes,
+                request_timeout_s=args.timeout,
+            )
+        )
+    except KafkaConnectionError:
+        print(
+            f"veltrix-ray produce: error: cannot connect to Kafka at {bootstrap}: no broker "
+            'answered. Start one with `veltrix-ray local up` and `eval "$(veltrix-ray local env)"`'
+            ", or pass --bootstrap HOST:PORT of a running broker.",
+            file=sys.stderr,
+        )
+        return 1
+    except (KafkaError, TimeoutError, asyncio.TimeoutError) as exc:
+        detail = str(exc) or type(exc).__name__
+        print(f"veltrix-ray produce: error: Kafka at {bootstrap} failed: {detail}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0

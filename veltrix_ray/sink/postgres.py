@@ -90,8 +90,12 @@ class PostgresSink:
 
     def _connect(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.dsn, connect_timeout=self.connect_timeout_s,
-                                         application_name=self.application_name)
+            conn = psycopg.connect(self.dsn, connect_timeout=self.connect_timeout_s,
+                                   application_name=self.application_name)
+            # COPY gets timestamps as UTC wall-clock text: writing zone suffixes is 10x slower
+            conn.execute("SET TIME ZONE 'UTC'")
+            conn.commit()
+            self._conn = conn
         return self._conn
 
     def close(self) -> None:
@@ -286,6 +290,11 @@ class PostgresSink:
     def _csv(self, batch: pa.RecordBatch) -> bytes:
         out = written(batch.schema)
         table = pa.Table.from_batches([batch.select(out.names)])
+        for i, f in enumerate(table.schema):
+            if pa.types.is_timestamp(f.type) and f.type.tz is not None:
+                # same instants, read back as UTC by the session's time zone (see _connect)
+                naive = table.column(i).cast(pa.timestamp(f.type.unit))
+                table = table.set_column(i, f.name, naive)
         if self.mode == "upsert":
             table = table.append_column(_SEQ, pa.array(range(table.num_rows), pa.int64()))
         buf = io.BytesIO()

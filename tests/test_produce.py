@@ -1,0 +1,261 @@
+"""The synthetic producer against the real development Kafka: what it writes is exactly
+what generate() says, on Kafka's default partitions, with the bad records it reports."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from veltrix_ray.produce import (
+    BAD_SORTS,
+    ENV_BOOTSTRAP,
+    KINDS,
+    add_arguments,
+    bad_counts,
+    generate,
+    partition_for,
+    produce,
+    run_cli,
+)
+from veltrix_ray.source.admin import ensure_topic, partition_count
+
+FIELDS = {"event_id", "ts", "user_id", "kind", "amount", "country", "payload"}
+
+
+@pytest.fixture
+def topic(kafka_bootstrap: str) -> Iterator[str]:
+    """A fresh topic name, deleted afterwards so the development broker does not fill up."""
+    name = f"test-produce-{uuid.uuid4().hex[:12]}"
+    yield name
+    asyncio.run(_delete_topic(kafka_bootstrap, name))
+
+
+async def _delete_topic(bootstrap: str, name: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([name])
+    finally:
+        await admin.close()
+
+
+async def _read_all(
+    bootstrap: str, topic: str, partitions: int
+) -> dict[int, list[tuple[bytes, bytes]]]:
+    """Every record of ``topic`` as (key, value) per partition, in offset order."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in range(partitions)}
+        deadline = time.monotonic() + 60
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            assert time.monotonic() < deadline, "timed out reading the topic back"
+            for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
+                records[tp.partition] += [(m.key, m.value) for m in batch]
+        return records
+    finally:
+        await consumer.stop()
+
+
+def _classify(value: bytes, oversize_bytes: int) -> str:
+    """Tell a record's sort from its bytes alone, as a consumer would have to."""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "non_utf8"
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return "malformed_json"
+    if len(value) > oversize_bytes:
+        return "oversized"
+    if not FIELDS <= event.keys():
+        return "missing_field"
+    if not (
+        isinstance(event["user_id"], int)
+        and isinstance(event["amount"], float)
+        and event["kind"] in KINDS
+        and isinstance(event["payload"], dict)
+    ):
+        return "wrong_type"
+    return "good"
+
+
+def _parse_ts(ts: str) -> datetime:
+    """fromisoformat reads "Z" only from Python 3.11 on."""
+    return datetime.fromisoformat(ts[:-1] + "+00:00" if ts.endswith("Z") else ts)
+
+
+def test_every_event_lands_once_on_its_key_partition(kafka_bootstrap: str, topic: str) -> None:
+    events, seed = 40_000, 7  # more than one generation chunk
+    report = asyncio.run(produce(kafka_bootstrap, topic, events=events, partitions=8, seed=seed))
+    assert (report.events, report.good, report.partitions) == (events, events, 8)
+    assert sum(report.bad.values()) == 0 and set(report.bad) == set(BAD_SORTS)
+    assert report.events_per_s > 0
+
+    assert asyncio.run(partition_count(kafka_bootstrap, topic)) == 8
+    read = asyncio.run(_read_all(kafka_bootstrap, topic, 8))
+    assert {p: len(records) for p, records in read.items()} == report.per_partition
+    assert all(read.values()), "every partition gets events"
+    assert sum(len(records) for records in read.values()) == events
+
+    partition_of_key: dict[bytes, set[int]] = defaultdict(set)
+    for p, records in read.items():
+        for key, _ in records:
+            partition_of_key[key].add(p)
+    assert all(parts == {partition_for(key, 8)} for key, parts in partition_of_key.items())
+
+    expected = list(generate(events, seed=seed))
+    ids_read = [json.loads(value)["event_id"] for records in read.values() for _, value in records]
+    assert len(set(ids_read)) == events
+    assert set(ids_read) == {r.event_id for r in expected}
+    for p, records in read.items():  # same records, in generation order, per partition
+        assert records == [(r.key, r.value) for r in expected if partition_for(r.key, 8) == p]
+
+    zones: Counter[str] = Counter()
+    for records in read.values():
+        for key, value in records:
+            event = json.loads(value)
+            assert key == str(event["user_id"]).encode()
+            assert _parse_ts(event["ts"]).tzinfo is not None
+            zones[re.search(r"(Z|[+-]\d\d:\d\d)$", event["ts"]).group(1)] += 1
+    assert {"Z", "+00:00", "+02:00"} <= set(zones), zones
+
+
+def test_bad_fraction_writes_exactly_the_reported_bad_records(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    events, oversize = 2000, 50_000
+    report = asyncio.run(
+        produce(
+            kafka_bootstrap,
+            topic,
+            events=events,
+            partitions=4,
+            bad_fraction=0.1,
+            oversize_bytes=oversize,
+        )
+    )
+    expected = Counter(r.sort for r in generate(events, bad_fraction=0.1, oversize_bytes=oversize))
+    assert report.bad == dict.fromkeys(BAD_SORTS, 40) == {s: expected[s] for s in BAD_SORTS}
+    assert report.good == expected["good"] == 1800
+
+    read = asyncio.run(_read_all(kafka_bootstrap, topic, 4))
+    found = Counter(_classify(v, oversize) for records in read.values() for _, v in records)
+    assert found == expected
+    sizes = [len(v) for records in read.values() for _, v in records]
+    assert sum(size > oversize for size in sizes) == 40
+
+
+@pytest.mark.unit
+def test_same_seed_same_records() -> None:
+    first = list(generate(3000, seed=42, bad_fraction=0.05))
+    assert first == list(generate(3000, seed=42, bad_fraction=0.05))
+    assert [r.value for r in generate(100, seed=43)] != [r.value for r in first[:100]]
+    # Any slice of the stream equals the same slice of a longer run.
+    assert list(generate(700, seed=42, start=1500)) == list(generate(2200, seed=42))[1500:]
+    # Bad records replace good ones in place; the good ones do not change.
+    clean = list(generate(3000, seed=42))
+    assert all(b == c for b, c in zip(first, clean, strict=True) if b.sort == "good")
+
+    counts = Counter(r.sort for r in first)
+    assert (
+        {s: counts[s] for s in BAD_SORTS} == bad_counts(3000, 0.05) == dict.fromkeys(BAD_SORTS, 30)
+    )
+    good = [r for r in first if r.sort == "good"]
+    assert all(r.event_id is not None and uuid.UUID(r.event_id).version == 4 for r in good)
+    assert all(r.event_id is None for r in first if r.sort != "good")
+    for r in good:
+        event = json.loads(r.value)
+        assert set(event) == FIELDS and event["event_id"] == r.event_id
+        assert r.key == str(event["user_id"]).encode()
+        assert _parse_ts(event["ts"]).tzinfo is not None
+
+
+@pytest.mark.unit
+def test_bad_records_are_bad_in_the_way_they_claim() -> None:
+    oversize = 10_000
+    for record in generate(1000, seed=3, bad_fraction=0.5, oversize_bytes=oversize):
+        assert _classify(record.value, oversize) == record.sort
+
+
+def test_rate_mode_paces_the_events(kafka_bootstrap: str, topic: str) -> None:
+    report = asyncio.run(produce(kafka_bootstrap, topic, rate=2000, duration=1.0, partitions=2))
+    assert report.events == 2000 and sum(report.per_partition.values()) == 2000
+    assert 0.9 <= report.elapsed_s < 5, report.elapsed_s
+    read = asyncio.run(_read_all(kafka_bootstrap, topic, 2))
+    assert sum(len(records) for records in read.values()) == 2000
+
+
+def test_ensure_topic_keeps_an_existing_partition_count(kafka_bootstrap: str, topic: str) -> None:
+    assert asyncio.run(partition_count(kafka_bootstrap, topic)) is None
+    assert asyncio.run(partition_count(kafka_bootstrap, topic)) is None, "a lookup creates none"
+    assert asyncio.run(ensure_topic(kafka_bootstrap, topic, 3)) == 3
+    assert asyncio.run(ensure_topic(kafka_bootstrap, topic, 8)) == 3
+    assert asyncio.run(partition_count(kafka_bootstrap, topic)) == 3
+
+
+def _cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="veltrix-ray produce")
+    add_arguments(parser)
+    return run_cli(parser.parse_args(argv))
+
+
+def test_cli_produces_and_reports(
+    kafka_bootstrap: str, topic: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ("--topic", topic, "--events", "1000", "--bad-fraction", "0.05", "--no-progress")
+    assert _cli(*argv, "--bootstrap", kafka_bootstrap) == 0
+    out = capsys.readouterr().out
+    assert "malformed_json 10" in out and "oversized 10" in out
+    last = out.strip().splitlines()[-1]
+    assert re.fullmatch(rf"produced 1000 events to {topic} in \d+\.\d\ds: [\d,]+ events/s", last)
+
+
+@pytest.mark.unit
+def test_cli_rejects_a_bad_fraction_outside_0_1(capsys: pytest.CaptureFixture[str]) -> None:
+    code = _cli("--topic", "t", "--events", "10", "--bad-fraction", "2", "--bootstrap", "x:1")
+    assert code != 0
+    captured = capsys.readouterr()
+    assert "--bad-fraction" in captured.err + captured.out
+
+
+@pytest.mark.unit
+def test_cli_without_bootstrap_says_how_to_get_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(ENV_BOOTSTRAP, raising=False)
+    assert _cli("--topic", "t", "--events", "10") == 2
+    err = capsys.readouterr().err
+    assert "veltrix-ray local up" in err and 'eval "$(veltrix-ray local env)"' in err
+
+
+@pytest.mark.unit
+def test_cli_names_an_unreachable_bootstrap(capsys: pytest.CaptureFixture[str]) -> None:
+    started = time.monotonic()
+    code = _cli("--topic", "t", "--events", "10", "--bootstrap", "127.0.0.1:1", "--timeout", "3")
+    assert code == 1
+    assert time.monotonic() - started < 15
+    captured = capsys.readouterr()
+    assert "127.0.0.1:1" in captured.err and "Traceback" not in captured.err + captured.out
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
