@@ -129,6 +129,7 @@ def main() -> None:
     out = {
         "events": args.events, "partitions": 8, "workers": len(summary.workers),
         "veltrix_events_per_s": summary.events_per_s,
+        "veltrix_events_per_s_once_flowing": summary.processing_events_per_s,
         "veltrix_mb_per_s": mbytes / summary.elapsed_s,
         "veltrix_elapsed_s": summary.elapsed_s,
         "commit_latency_p50_ms": summary.commit_latency_ms(0.5),

@@ -61,6 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     from veltrix_ray.config import load_config, to_settings
     from veltrix_ray.config.check import run_checks
     from veltrix_ray.runtime import Pipeline
+    from veltrix_ray.runtime.pipeline import ensure_ray
 
     settings = to_settings(load_config(args.overrides))
     if not args.skip_checks:
@@ -73,7 +74,9 @@ def _run(args: argparse.Namespace) -> int:
                   "run `veltrix-ray check` for the full report.", file=sys.stderr)
             return 1
     pipeline = Pipeline(settings)
-    signal.signal(signal.SIGTERM, lambda *_: pipeline.stop())
+    ensure_ray(settings)
+    # after ray.init, which installs its own SIGTERM handler: SIGTERM stops like Ctrl-C does
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     live = sys.stderr.isatty()
 
     def show(progress: object) -> None:
@@ -103,7 +106,8 @@ def _demo(args: argparse.Namespace) -> int:
     assert status.bootstrap is not None
     report = asyncio.run(produce.produce(status.bootstrap, args.topic, events=args.events,
                                          partitions=8, seed=args.seed,
-                                         bad_fraction=args.bad_fraction, progress=True))
+                                         bad_fraction=args.bad_fraction,
+                                         progress=sys.stderr.isatty()))
     print(report.summary())
     return _run(argparse.Namespace(overrides=[f"kafka.topic={args.topic}", "until=drained",
                                               *args.overrides], skip_checks=False))

@@ -22,6 +22,11 @@ class Expected:
     good: set[str] = field(default_factory=set)
     bad: set[tuple[int, int]] = field(default_factory=set)  # (partition, offset)
     high_watermarks: dict[int, int] = field(default_factory=dict)
+    good_at: dict[tuple[int, int], str] = field(default_factory=dict)  # (partition, offset)
+
+    def good_before(self, next_offsets: dict[int, int | None]) -> set[str]:
+        """The good event_ids below the given per-partition offsets."""
+        return {e for (p, o), e in self.good_at.items() if o < (next_offsets.get(p) or 0)}
 
 
 def fill(bootstrap: str, topic: str, events: int, partitions: int, seed: int = 7,
@@ -36,6 +41,7 @@ def fill(bootstrap: str, topic: str, events: int, partitions: int, seed: int = 7
             exp.bad.add((p, offsets[p]))
         else:
             exp.good.add(rec.event_id)
+            exp.good_at[(p, offsets[p])] = rec.event_id
         offsets[p] += 1
     exp.high_watermarks = dict(offsets)
     return exp

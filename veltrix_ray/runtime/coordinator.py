@@ -208,13 +208,16 @@ class Coordinator:
                             "error": cur.get("error")}
             if info:
                 workers.append({k: info[k] for k in ("worker", "pid", "status", "rss",
+                                                     "first_data_at",
                                                      "peak_rss", "held_bytes", "budget_bytes",
                                                      "batches")}
                                | {"restarts": slot.restarts})
                 latencies += info.get("latencies", [])
         end = self.finished or time.time()
+        first = min((w["first_data_at"] for w in workers if w["first_data_at"]), default=None)
         return {"pipeline": self.settings.pipeline.name, "topic": self.settings.kafka.topic,
-                "elapsed_s": end - self.started, "partitions": parts, "workers": workers,
+                "elapsed_s": end - self.started,
+                "processing_s": end - first if first is not None else 0.0, "partitions": parts, "workers": workers,
                 "latencies": latencies, "errors": list(self.errors)}
 
     def summary(self) -> dict[str, Any]:

@@ -91,6 +91,7 @@ class PartitionWorker:
         self.batches = 0
         self.latencies: deque[float] = deque(maxlen=10_000)
         self.status = "starting"
+        self.first_data_at: float | None = None  # wall clock of the first records fetched
         self._stopping = False
         self._commit: _Commit | None = None
         self._gauge: Any = None
@@ -107,6 +108,7 @@ class PartitionWorker:
     def progress(self, latencies: bool = True) -> dict[str, Any]:
         return {
             "worker": self.name, "pid": os.getpid(), "status": self.status,
+            "first_data_at": self.first_data_at,
             "rss": self.watchdog.rss(),
             "peak_rss": self.watchdog.peak_rss, "held_bytes": self.held_bytes,
             "budget_bytes": self.spec.budget.budget_bytes, "batches": self.batches,
@@ -220,6 +222,8 @@ class PartitionWorker:
     async def _process(self, fetched: Fetched) -> None:
         if not len(fetched):
             return
+        if self.first_data_at is None:
+            self.first_data_at = time.time()
         self.held_bytes += fetched.nbytes
         decoded = self.decoder.decode(fetched)
         self.watchdog.check(self.held_bytes)
