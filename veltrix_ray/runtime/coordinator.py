@@ -217,8 +217,9 @@ class Coordinator:
         first = min((w["first_data_at"] for w in workers if w["first_data_at"]), default=None)
         return {"pipeline": self.settings.pipeline.name, "topic": self.settings.kafka.topic,
                 "elapsed_s": end - self.started,
-                "processing_s": end - first if first is not None else 0.0, "partitions": parts, "workers": workers,
-                "latencies": latencies, "errors": list(self.errors)}
+                "processing_s": end - first if first is not None else 0.0,
+                "partitions": parts, "workers": workers, "latencies": latencies,
+                "errors": list(self.errors)}
 
     def summary(self) -> dict[str, Any]:
         progress = self.progress()
