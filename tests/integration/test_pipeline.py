@@ -21,6 +21,7 @@ from veltrix_ray import (
     FencedError,
     MemoryBudgetExceeded,
     Pipeline,
+    VeltrixError,
     load_config,
 )
 from veltrix_ray.local.postgres import LocalPostgres
@@ -240,3 +241,18 @@ def test_postgres_restart_mid_run_is_retried_exactly(kafka_bootstrap: str, tmp_p
         assert_exact(pg.dsn, topic, exp)
     finally:
         pg.stop()
+
+
+def test_stored_offset_out_of_range_names_partition_offset_and_fix(
+        kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(1)
+    fill(kafka_bootstrap, topic, 100, 1)
+    over = overrides(topic, pg_dsn)
+    Pipeline(load_config(over)).run()
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("UPDATE veltrix_offsets SET next_offset = 1000000")
+    forever = [o for o in over if o != "until=drained"]
+    with pytest.raises(VeltrixError, match=r"veltrix:events:w0.\d failed \(partition 0 at "
+                                           r"offset 1000000\): OffsetOutOfRangeError.*delete "
+                                           r"this pipeline's rows in veltrix_offsets"):
+        Pipeline(load_config(forever)).run()

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from veltrix_ray.batch import BadRecord, Decoded, Decoder, Fetched, columns_from_config
 from veltrix_ray.config.schema import VeltrixConfig
@@ -128,7 +129,11 @@ class PartitionWorker:
         except Exception:  # metrics are optional (no Ray metrics agent)
             self._gauge = None
         s = self.spec.settings
-        consumer = await open_consumer(s.kafka, self.spec.budget.batch_bytes, self.name)
+        try:
+            consumer = await open_consumer(s.kafka, self.spec.budget.batch_bytes, self.name)
+        except KafkaError as exc:
+            raise self._failure(exc, "check kafka.bootstrap (and the broker) is reachable "
+                                "from this node") from exc
         try:
             self.status = "running"
             await self._loop(consumer)
@@ -136,10 +141,25 @@ class PartitionWorker:
         except FencedError:
             self.status = "fenced"
             raise
+        except OffsetOutOfRangeError as exc:
+            raise self._failure(exc, "the stored offset is no longer in the topic (retention "
+                                "deleted those records); to skip the loss, delete this "
+                                "pipeline's rows in veltrix_offsets so kafka.start applies"
+                                ) from exc
+        except (VeltrixError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise self._failure(exc, "see the worker's log (`ray logs`) for the traceback") from exc
         finally:
             await consumer.stop()
             self.sink.close()
         return self.progress()
+
+    def _failure(self, exc: BaseException, fix: str) -> VeltrixError:
+        where = ", ".join(f"partition {p} at offset {st.next_offset}"
+                          for p, st in self.states.items())
+        return VeltrixError(f"{self.name} failed ({where}): {type(exc).__name__}: {exc}. "
+                            f"Fix: {fix}.")
 
     # -- the loop ------------------------------------------------------------------------------
 
