@@ -7,8 +7,11 @@ names the key to change and the fix. Messages are masked: they may quote connect
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -133,11 +136,12 @@ def _kafka(s: VeltrixConfig) -> tuple[int | None, Area]:
 # -- PostgreSQL -----------------------------------------------------------------------------
 
 
-def _connect_problem(exc: psycopg.Error, params: dict[str, Any]) -> str:
-    """Why connecting failed, told apart by libpq's message, and what to change."""
+def _connect_problem(exc: psycopg.Error, dsn: str, params: dict[str, Any]) -> str:
+    """Why connecting failed, told apart by libpq's message, and what to change. Names the
+    DSN used (masked by the caller): it may come from the environment, not the config."""
     text = " ".join(str(exc).split())
     user = params.get("user", "(default user)")
-    where = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}"
+    where = f"{params.get('host', 'localhost')}:{params.get('port', 5432)} (postgres.dsn={dsn})"
     if "password authentication failed" in text or "no password supplied" in text:
         why = (f"authentication failed for user {user} at {where}: fix the user or password in "
                "postgres.dsn / $VELTRIX_POSTGRES_DSN")
@@ -158,15 +162,15 @@ def _postgres(s: VeltrixConfig) -> Area:
     pg = s.postgres
     try:
         params = conninfo_to_dict(pg.dsn)
-    except psycopg.ProgrammingError as exc:
+    except psycopg.ProgrammingError:  # libpq's reason may quote the DSN, password included
         return [Finding("error", "postgres.dsn",
-                        f"is not a valid connection string ({exc}); use the form "
+                        "is not a valid connection string; use the form "
                         "postgresql://user:password@host:port/database")], None
     try:
         conn = psycopg.connect(pg.dsn, connect_timeout=int(TIMEOUT_S),
                                application_name="veltrix-ray check")
     except psycopg.Error as exc:
-        return [Finding("error", "postgres.dsn", _connect_problem(exc, params))], None
+        return [Finding("error", "postgres.dsn", _connect_problem(exc, pg.dsn, params))], None
     with conn:
         where = f"{conn.info.dbname} as {conn.info.user}"
         try:
@@ -263,7 +267,8 @@ def _target(conn: psycopg.Connection, s: VeltrixConfig,
                 f"upsert on ({keys}) needs a PRIMARY KEY or UNIQUE index on exactly those "
                 f"columns of {table}, which has none: run `CREATE UNIQUE INDEX ON {table} "
                 f"({keys})`, or set pipeline.key to the columns of an existing one"))
-    actions = ["INSERT", "UPDATE"] if p.mode == "upsert" else ["INSERT"]
+    # SELECT: each batch is staged in `CREATE TEMP TABLE ... (LIKE target)`
+    actions = ["SELECT", "INSERT"] + (["UPDATE"] if p.mode == "upsert" else [])
     denied = [a for a in actions
               if not conn.execute("SELECT has_table_privilege(%s::oid, %s)",
                                   (oid, a)).fetchone()[0]]  # type: ignore[index]
@@ -279,21 +284,28 @@ def _target(conn: psycopg.Connection, s: VeltrixConfig,
 # -- Ray ------------------------------------------------------------------------------------
 
 
+# run in a child process: ray.init retries an unanswering cluster without end, and a child can
+# be killed after a timeout without leaving this process connected to (or stuck in) Ray
+_RESOURCES = ("import json, sys, ray; ray.init(address=sys.argv[1], log_to_driver=False); "
+              "print(json.dumps(ray.cluster_resources()))")
+
+
 def _join(address: str) -> dict[str, float]:
-    """The resources of the cluster at `address`. A TCP probe first, because Ray retries an
-    unreachable address for a long time; the connection is closed again afterwards."""
-    import ray
-
-    from veltrix_ray.runtime.coordinator import NAMESPACE
-
+    """The resources of the cluster at `address`; raises ConnectionError saying why not.
+    An explicit address gets a TCP probe first: the quickest, clearest answer when refused."""
     if address != "auto":
         host, _, port = address.removeprefix("ray://").rpartition(":")
         socket.create_connection((host, int(port)), timeout=TIMEOUT_S).close()
-    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+    limit = 3 * TIMEOUT_S
     try:
-        return dict(ray.cluster_resources())
-    finally:
-        ray.shutdown()
+        child = subprocess.run([sys.executable, "-c", _RESOURCES, address], capture_output=True,
+                               text=True, timeout=limit)
+    except subprocess.TimeoutExpired as exc:
+        raise ConnectionError(f"no answer within {limit:g} s") from exc
+    if child.returncode != 0:
+        lines = child.stderr.strip().splitlines() or [f"exit code {child.returncode}"]
+        raise ConnectionError(lines[-1])
+    return dict(json.loads(child.stdout.strip().splitlines()[-1]))
 
 
 def _capacity(topo: TopologyConfig) -> tuple[float, float, str]:
