@@ -78,3 +78,20 @@ def test_upsert_without_unique_key_is_refused(pg_dsn: str) -> None:
         conn.execute("CREATE TABLE t (user_id bigint, amount double precision)")
     with pytest.raises(ConfigError, match=r"no PRIMARY KEY or UNIQUE index on \(user_id\)"):
         sink(pg_dsn, mode="upsert", key=["user_id"]).setup(SCHEMA)
+
+
+def test_an_application_role_without_database_create_can_set_up(pg_dsn: str) -> None:
+    role = f"app_{pg_dsn.rsplit('/', 1)[1]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+        conn.execute(f'GRANT USAGE, CREATE ON SCHEMA public TO "{role}"')
+    app_dsn = pg_dsn.replace("://postgres@", f"://{role}@")
+    s = sink(app_dsn)
+    try:
+        s.setup(SCHEMA)  # the schema exists: no CREATE on the database needed
+        assert s.claim([0])[0].epoch == 1
+    finally:
+        s.close()
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+            conn.execute(f'DROP ROLE "{role}"')

@@ -23,6 +23,7 @@ from veltrix_ray.runtime.budget import Budget
 from veltrix_ray.runtime.worker import PartitionWorker, WorkerSpec
 from veltrix_ray.sink import PostgresSink, written
 from veltrix_ray.source.admin import partition_count
+from veltrix_ray.source.kafka import client_options
 from veltrix_ray.transform import build_chain
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ class Coordinator:
 
     async def run(self) -> dict[str, Any]:
         s = self.settings
-        count = await partition_count(s.kafka.bootstrap, s.kafka.topic)
+        count = await partition_count(s.kafka.bootstrap, s.kafka.topic,
+                                      options=client_options(s.kafka))
         if count is None:
             raise ConfigError(f"Topic {s.kafka.topic!r} does not exist on {s.kafka.bootstrap}; "
                               "create it (e.g. `veltrix-ray produce --topic ...`) or fix "

@@ -145,8 +145,10 @@ class PostgresSink:
             with self._tx(conn) as cur:
                 # one pipeline at a time creates the shared tables
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext('veltrix-ray setup'))")
-                cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                    sql.Identifier(self.db_schema)))
+                # CREATE SCHEMA needs CREATE on the database even when the schema exists
+                cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.db_schema,))
+                if cur.fetchone() is None:
+                    cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.db_schema)))
                 cur.execute(sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, topic text NOT NULL, "
                     "partition integer NOT NULL, next_offset bigint, owner_epoch bigint NOT NULL "
@@ -191,7 +193,8 @@ class PostgresSink:
         cur.execute(
             "SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_index i "
             "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-            "WHERE i.indrelid = to_regclass(%s) AND i.indisunique GROUP BY i.indexrelid",
+            "WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indisvalid "
+            "AND i.indpred IS NULL AND i.indexprs IS NULL GROUP BY i.indexrelid",
             (sql.Identifier(self.db_schema, self.table).as_string(),))
         return sorted(self.key) in [row[0] for row in cur.fetchall()]
 

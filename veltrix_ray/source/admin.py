@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,10 +20,13 @@ _POLL_S = 0.1
 
 
 @asynccontextmanager
-async def _admin(bootstrap: str, timeout_s: float) -> AsyncIterator[AIOKafkaAdminClient]:
-    """A started admin client, closed again even when starting it failed."""
+async def _admin(bootstrap: str, timeout_s: float,
+                 options: Mapping[str, Any] | None = None) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client, closed again even when starting it failed. `options`: extra
+    client settings such as security_protocol and SASL credentials."""
     client = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=max(1, int(timeout_s * 1000))
+        **{**(options or {}), "bootstrap_servers": bootstrap,
+           "request_timeout_ms": max(1, int(timeout_s * 1000))}
     )
     try:
         await client.start()
@@ -49,9 +52,10 @@ def _ready(entry: dict[str, Any] | None) -> int | None:
     return len(entry["partitions"])
 
 
-async def partition_count(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> int | None:
+async def partition_count(bootstrap: str, topic: str, *, timeout_s: float = 30.0,
+                          options: Mapping[str, Any] | None = None) -> int | None:
     """Number of partitions of ``topic``, or None if it does not exist (never creates it)."""
-    async with _admin(bootstrap, timeout_s) as client:
+    async with _admin(bootstrap, timeout_s, options) as client:
         entry = await _describe(client, topic)
     return None if entry is None else len(entry["partitions"])
 
