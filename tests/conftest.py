@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -34,14 +37,40 @@ def _dsn_for(dsn: str, dbname: str) -> str:
     return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
 
 
+SERVICE_ROOT = Path(__file__).resolve().parents[1] / ".veltrix" / "test"
+
+
+@contextmanager
+def _service_dir() -> Iterator[Path]:
+    """A state directory for services the tests start. Not under pytest's tmp_path: pytest
+    resets that tree to mode 0700, which locks out PostgreSQL's system user."""
+    SERVICE_ROOT.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=SERVICE_ROOT))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def service_dir() -> Iterator[Path]:
+    with _service_dir() as path:
+        yield path
+
+
 @pytest.fixture(scope="session")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+def services() -> Iterator[Services]:
     bootstrap = os.environ.get("VELTRIX_KAFKA_BOOTSTRAP")
     dsn = os.environ.get("VELTRIX_POSTGRES_DSN")
     if bootstrap and dsn:
         yield Services(bootstrap, dsn, None)
         return
-    stack = LocalStack(tmp_path_factory.mktemp("stack"))
+    with _service_dir() as path:
+        yield from _own_stack(path)
+
+
+def _own_stack(path: Path) -> Iterator[Services]:
+    stack = LocalStack(path)
     try:
         status = stack.up()
     except StackError as exc:

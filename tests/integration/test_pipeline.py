@@ -223,9 +223,9 @@ def test_dead_letter_limit_stops_only_the_garbage_partition(
     assert offsets(pg_dsn, topic) == {0: None, 1: 50, 2: 50, 3: 50}
 
 
-def test_postgres_restart_mid_run_is_retried_exactly(kafka_bootstrap: str, tmp_path: Path,
+def test_postgres_restart_mid_run_is_retried_exactly(kafka_bootstrap: str, service_dir: Path,
                                                      new_topic: Callable[[int], str]) -> None:
-    pg = LocalPostgres(tmp_path / "pg", free_port())
+    pg = LocalPostgres(service_dir / "pg", free_port())
     pg.start()
     try:
         topic = new_topic(8)
@@ -256,3 +256,21 @@ def test_stored_offset_out_of_range_names_partition_offset_and_fix(
                                            r"offset 1000000\): OffsetOutOfRangeError.*delete "
                                            r"this pipeline's rows in veltrix_offsets"):
         Pipeline(load_config(forever)).run()
+
+
+def test_rescale_mid_run_moves_few_partitions_and_stays_exact(
+        kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(8)
+    exp = fill(kafka_bootstrap, topic, 60_000, 8, bad_fraction=0.01)
+    with Background(overrides(topic, pg_dsn, "topology.workers=2",
+                              "batch.max_records=200")) as run:
+        run.wait("some rows", lambda: committed_rows(pg_dsn) > 2000)
+        up = run.pipeline.rescale(4)
+        assert up["moved"] == 4  # each of the 2 old workers hands over 2 of its 4
+        assert sorted(p for s in up["sets"] for p in s) == list(range(8))
+        down = run.pipeline.rescale(3)
+        assert down["moved"] == 2  # the 4th set's 2 partitions move
+        summary = run.join()
+    assert [m["workers"] for m in summary.moves] == [4, 3]
+    assert summary.rows == len(exp.good) and summary.dead_letters == len(exp.bad), summary.table()
+    assert_exact(pg_dsn, topic, exp)

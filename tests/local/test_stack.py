@@ -41,8 +41,9 @@ async def _round_trip(bootstrap: str) -> bytes:
         await consumer.stop()
 
 
-def test_up_round_trips_and_down_leaves_nothing_running(tmp_path: Path, services: object) -> None:
-    stack = LocalStack(tmp_path / "state")
+def test_up_round_trips_and_down_leaves_nothing_running(service_dir: Path,
+                                                       services: object) -> None:
+    stack = LocalStack(service_dir / "state")
     try:
         first = stack.up()
         assert first.running
@@ -68,7 +69,7 @@ def test_up_round_trips_and_down_leaves_nothing_running(tmp_path: Path, services
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not stack.status().running
     stack.down(wipe=True)
-    assert not (tmp_path / "state").exists()
+    assert not (service_dir / "state").exists()
 
 
 def test_busy_port_names_the_port_and_the_flag(tmp_path: Path,

@@ -26,3 +26,10 @@ def test_rescale_moves_as_few_partitions_as_possible() -> None:
 
 def test_same_input_same_assignment() -> None:
     assert assign(range(8), 2) == assign(range(8), 2, previous=assign(range(8), 2))
+
+
+def test_sets_keep_their_positions_when_shrinking() -> None:
+    before = [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    after = assign(range(9), 2, previous=before)
+    assert set(before[0]) <= set(after[0]) and set(before[1]) <= set(after[1])
+    assert moved(before, after) == 3  # only the dropped set's partitions move

@@ -2,33 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 
-def assign(partitions: Sequence[int], workers: int,
+def assign(partitions: Iterable[int], workers: int,
            previous: Sequence[Sequence[int]] = ()) -> list[list[int]]:
-    """Split `partitions` into min(workers, len(partitions)) balanced sets, keeping as many
-    partitions as possible where `previous` had them (a rescale moves few partitions)."""
+    """Split `partitions` into min(workers, len(partitions)) balanced sets. Set i continues
+    `previous[i]`: it keeps as many of those partitions as its share allows, so a rescale
+    moves as few partitions as possible."""
     if workers < 1:
         raise ValueError("workers must be >= 1")
     parts = sorted(set(partitions))
     n = min(workers, len(parts))
     if n == 0:
         return []
-    base, extra = divmod(len(parts), n)
-    quotas = [base + (1 if i < extra else 0) for i in range(n)]
-    # the largest previous sets keep the largest quotas, so fewer partitions move
-    prev = sorted((sorted(set(s) & set(parts)) for s in previous[:n]), key=len, reverse=True)
+    prev = [sorted(set(s) & set(parts)) for s in previous[:n]]
     prev += [[] for _ in range(n - len(prev))]
-    sets: list[list[int]] = []
-    taken: set[int] = set()
-    for quota, old in zip(quotas, prev, strict=False):
-        keep = [p for p in old if p not in taken][:quota]
-        taken.update(keep)
-        sets.append(keep)
+    base, extra = divmod(len(parts), n)
+    quota = [base] * n
+    # the larger shares go to the sets that already hold the most
+    for i in sorted(range(n), key=lambda i: -len(prev[i]))[:extra]:
+        quota[i] += 1
+    sets = [old[:q] for old, q in zip(prev, quota, strict=True)]
+    taken = {p for s in sets for p in s}
     free = [p for p in parts if p not in taken]
-    for quota, s in zip(quotas, sets, strict=False):
-        while len(s) < quota:
+    for s, q in zip(sets, quota, strict=True):
+        while len(s) < q:
             s.append(free.pop(0))
         s.sort()
     return sets

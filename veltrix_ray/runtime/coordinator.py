@@ -18,7 +18,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 from veltrix_ray.batch import Decoder, columns_from_config
 from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.errors import ConfigError, VeltrixError
-from veltrix_ray.runtime.assignment import assign
+from veltrix_ray.runtime.assignment import assign, moved
 from veltrix_ray.runtime.budget import Budget
 from veltrix_ray.runtime.worker import PartitionWorker, WorkerSpec
 from veltrix_ray.sink import PostgresSink, written
@@ -63,8 +63,8 @@ class _Slot:
     actor: Any = None
     run_ref: Any = None
     last: dict[str, Any] = field(default_factory=dict)
-    banked: dict[int, tuple[int, int]] = field(default_factory=dict)  # rows, dead of past lives
     done: bool = False
+    retiring: bool = False  # being stopped by a rescale; the rescale reaps it
 
 
 class Coordinator:
@@ -74,21 +74,21 @@ class Coordinator:
         self.errors: list[tuple[str, str]] = []
         self.started = time.time()
         self.finished: float | None = None
+        self.moves: list[dict[str, Any]] = []
         self._stopping = False
         self._sink = make_sink(settings, f"veltrix-ray coordinator {settings.pipeline.name}")
         self._schema: pa.Schema | None = None
         self._budget = Budget.derive(settings.topology.memory_mb, settings.topology.memory)
+        # rows and dead letters per partition, committed by workers that no longer own it
+        self._banked: dict[int, tuple[int, int]] = {}
+        self._retired: list[dict[str, Any]] = []  # final reports of rescaled-away workers
+        self._rescaling = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
         s = self.settings
-        count = await partition_count(s.kafka.bootstrap, s.kafka.topic,
-                                      options=client_options(s.kafka))
-        if count is None:
-            raise ConfigError(f"Topic {s.kafka.topic!r} does not exist on {s.kafka.bootstrap}; "
-                              "create it (e.g. `veltrix-ray produce --topic ...`) or fix "
-                              "kafka.topic.")
+        count = await self._partitions()
         self._schema = output_schema(s)
         await asyncio.to_thread(self._sink.setup, self._schema)
         sets = assign(range(count), s.topology.workers)
@@ -101,6 +101,16 @@ class Coordinator:
             self._sink.close()
             self.finished = time.time()
         return self.summary()
+
+    async def _partitions(self) -> int:
+        s = self.settings
+        count = await partition_count(s.kafka.bootstrap, s.kafka.topic,
+                                      options=client_options(s.kafka))
+        if count is None:
+            raise ConfigError(f"Topic {s.kafka.topic!r} does not exist on {s.kafka.bootstrap}; "
+                              "create it (e.g. `veltrix-ray produce --topic ...`) or fix "
+                              "kafka.topic.")
+        return count
 
     async def stop(self) -> None:
         self._stopping = True
@@ -127,16 +137,89 @@ class Coordinator:
         slot.actor = ray.remote(PartitionWorker).options(**options).remote(spec)
         slot.run_ref = slot.actor.run.remote()
         slot.last = {}
+        slot.done = False
+
+    # -- rescale ---------------------------------------------------------------------------
+
+    async def rescale(self, workers: int) -> dict[str, Any]:
+        """Move to `workers` partition sets, moving as few partitions as possible: a worker
+        first gives up what it loses (after committing its batch in flight), then the new
+        owners claim those partitions under new epochs. Partitions added to the topic since
+        the start are picked up too."""
+        if workers < 1:
+            raise ConfigError("rescale needs at least 1 worker (topology.workers)")
+        async with self._rescaling:
+            count = await self._partitions()
+            live = [slot for slot in self.slots if not slot.done]
+            before = [slot.partitions for slot in live]
+            after = assign(range(count), workers, previous=before)
+            # 1. give up: stop the sets that go away, release what the others lose
+            for i, slot in enumerate(live):
+                if i >= len(after):
+                    await self._retire(slot)
+                    continue
+                lose = [p for p in slot.partitions if p not in after[i]]
+                if lose:
+                    released = await slot.actor.release.remote(lose)
+                    self._bank_report(released)
+                    slot.partitions = [p for p in slot.partitions if p not in lose]
+            # 2. take over: claim under new epochs, then hand to the (new) owners
+            for i, target in enumerate(after):
+                if i < len(live):
+                    slot = live[i]
+                    gain = [p for p in target if p not in slot.partitions]
+                    if gain:
+                        claims = await asyncio.to_thread(self._sink.claim, gain)
+                        try:
+                            await slot.actor.acquire.remote(claims)
+                        except (RayActorError, RayTaskError):
+                            # it finished or died meanwhile: a fresh worker takes the whole set
+                            await self._retire(slot)
+                            slot = self._new_slot(target)
+                            await self._start(slot)
+                            continue
+                        slot.partitions = sorted(target)
+                else:
+                    await self._start(self._new_slot(target))
+            self.slots = [slot for slot in self.slots if not slot.retiring]
+            move = {"workers": len(after), "moved": moved(before, after), "sets": after}
+            self.moves.append(move)
+            log.info("rescaled to %d workers, %d partitions moved", len(after), move["moved"])
+            return move
+
+    def _new_slot(self, partitions: list[int]) -> _Slot:
+        slot = _Slot(max(s.index for s in self.slots) + 1, sorted(partitions))
+        self.slots.append(slot)
+        return slot
+
+    async def _retire(self, slot: _Slot) -> None:
+        slot.retiring = True
+        try:
+            await slot.actor.stop.remote()
+            final = await slot.run_ref
+        except (RayActorError, RayTaskError):
+            final = slot.last
+        self._bank_report(final.get("partitions", {}))
+        if final:
+            self._retired.append(final)
+        slot.done = True
+
+    # -- supervision -----------------------------------------------------------------------
 
     async def _supervise(self) -> None:
         interval = self.settings.progress_interval_s
         while True:
-            live = {slot.run_ref: slot for slot in self.slots if not slot.done}
+            live = {slot.run_ref: slot for slot in self.slots
+                    if not slot.done and not slot.retiring and slot.run_ref is not None}
             if not live:
+                if self._rescaling.locked():  # a rescale is about to start new workers
+                    await asyncio.sleep(0.05)
+                    continue
                 return
             ready, _ = ray.wait(list(live), num_returns=len(live), timeout=0)
             for ref in ready:
-                await self._finished(live[ref], ref)
+                if not live[ref].retiring:
+                    await self._finished(live[ref], ref)
             if not ready:
                 await self._poll()
                 await asyncio.sleep(min(interval, 0.25))
@@ -149,7 +232,7 @@ class Coordinator:
             if self._stopping:
                 slot.done = True
                 return
-            self._bank(slot)
+            self._bank_report(slot.last.get("partitions", {}))
             slot.restarts += 1
             if slot.restarts > self.settings.topology.max_restarts:
                 self.errors.append(("VeltrixError", (
@@ -174,14 +257,14 @@ class Coordinator:
             slot.done = True
             await self.stop()
 
-    def _bank(self, slot: _Slot) -> None:
-        for p, info in slot.last.get("partitions", {}).items():
-            rows, dead = slot.banked.get(p, (0, 0))
-            slot.banked[p] = (rows + info["rows"], dead + info["dead_letters"])
+    def _bank_report(self, partitions: dict[int, dict[str, Any]]) -> None:
+        for p, info in partitions.items():
+            rows, dead = self._banked.get(p, (0, 0))
+            self._banked[p] = (rows + info["rows"], dead + info["dead_letters"])
 
     async def _poll(self) -> None:
         for slot in self.slots:
-            if slot.done or slot.actor is None:
+            if slot.done or slot.retiring or slot.actor is None:
                 continue
             try:
                 slot.last = await asyncio.wait_for(slot.actor.progress.remote(False), timeout=5)
@@ -196,24 +279,27 @@ class Coordinator:
 
     def progress(self) -> dict[str, Any]:
         parts: dict[int, dict[str, Any]] = {}
+        for p, (rows, dead) in self._banked.items():
+            parts[p] = {"worker": None, "committed": None, "high_watermark": None,
+                        "rows": rows, "dead_letters": dead, "error": None}
         workers = []
         latencies: list[float] = []
-        for slot in self.slots:
-            info = slot.last
-            for p in slot.partitions:
+        reports = [(slot.index, slot.restarts, slot.partitions, slot.last) for slot in self.slots]
+        reports += [(None, 0, [], info) for info in self._retired]
+        for index, restarts, owned, info in reports:
+            for p in owned:
                 cur = info.get("partitions", {}).get(p, {})
-                rows, dead = slot.banked.get(p, (0, 0))
-                parts[p] = {"worker": slot.index, "committed": cur.get("committed"),
+                rows, dead = self._banked.get(p, (0, 0))
+                parts[p] = {"worker": index, "committed": cur.get("committed"),
                             "high_watermark": cur.get("high_watermark"),
                             "rows": rows + cur.get("rows", 0),
                             "dead_letters": dead + cur.get("dead_letters", 0),
                             "error": cur.get("error")}
             if info:
                 workers.append({k: info[k] for k in ("worker", "pid", "status", "rss",
-                                                     "first_data_at",
-                                                     "peak_rss", "held_bytes", "budget_bytes",
-                                                     "batches")}
-                               | {"restarts": slot.restarts})
+                                                     "first_data_at", "peak_rss",
+                                                     "held_bytes", "budget_bytes", "batches")}
+                               | {"restarts": restarts})
                 latencies += info.get("latencies", [])
         end = self.finished or time.time()
         first = min((w["first_data_at"] for w in workers if w["first_data_at"]), default=None)
@@ -221,11 +307,11 @@ class Coordinator:
                 "elapsed_s": end - self.started,
                 "processing_s": end - first if first is not None else 0.0,
                 "partitions": parts, "workers": workers, "latencies": latencies,
-                "errors": list(self.errors)}
+                "errors": list(self.errors), "moves": list(self.moves)}
 
     def summary(self) -> dict[str, Any]:
         progress = self.progress()
-        for _p, info in progress["partitions"].items():
+        for info in progress["partitions"].values():
             if info["error"]:
                 progress["errors"].append(("DeadLetterLimitExceeded", info["error"]))
         return progress

@@ -87,6 +87,14 @@ class Pipeline:
             raise error
         return summary
 
+    def rescale(self, workers: int) -> dict[str, object]:
+        """Change the number of workers of the running pipeline, moving few partitions.
+        Returns {"workers", "moved", "sets"}."""
+        if self._coordinator is None:
+            raise errors.VeltrixError("the pipeline is not running; set topology.workers "
+                                      "and run it")
+        return dict(ray.get(self._coordinator.rescale.remote(workers)))
+
     def stop(self) -> None:
         """Graceful stop: each worker finishes and commits its batch in flight, then exits."""
         if self._coordinator is not None:

@@ -23,6 +23,7 @@ class RunSummary:
     latencies: list[float] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
     processing_s: float = 0.0  # from the first records fetched to the end (no start-up)
+    moves: list[dict[str, Any]] = field(default_factory=list)  # rescales during the run
 
     @classmethod
     def from_report(cls, report: dict[str, Any]) -> RunSummary:
@@ -30,7 +31,7 @@ class RunSummary:
                    {int(p): v for p, v in report["partitions"].items()}, report["workers"],
                    report.get("latencies", []),
                    [tuple(e) for e in report["errors"]],  # type: ignore[misc]
-                   report.get("processing_s", 0.0))
+                   report.get("processing_s", 0.0), report.get("moves", []))
 
     @property
     def rows(self) -> int:

@@ -95,6 +95,7 @@ class PartitionWorker:
         self.first_data_at: float | None = None  # wall clock of the first records fetched
         self._stopping = False
         self._commit: _Commit | None = None
+        self._changes: list[tuple[str, Any, asyncio.Future[Any]]] = []
         self._gauge: Any = None
 
     # -- called by the coordinator -------------------------------------------------------------
@@ -114,10 +115,13 @@ class PartitionWorker:
             "peak_rss": self.watchdog.peak_rss, "held_bytes": self.held_bytes,
             "budget_bytes": self.spec.budget.budget_bytes, "batches": self.batches,
             "latencies": list(self.latencies) if latencies else [],
-            "partitions": {p: {"committed": st.next_offset, "high_watermark": st.high_watermark,
-                               "rows": st.rows, "dead_letters": st.dead_letters,
-                               "error": st.error} for p, st in self.states.items()},
+            "partitions": {p: self._report(st) for p, st in self.states.items()},
         }
+
+    @staticmethod
+    def _report(st: PartitionState) -> dict[str, Any]:
+        return {"committed": st.next_offset, "high_watermark": st.high_watermark,
+                "rows": st.rows, "dead_letters": st.dead_letters, "error": st.error}
 
     async def run(self) -> dict[str, Any]:
         try:
@@ -151,6 +155,7 @@ class PartitionWorker:
         except Exception as exc:
             raise self._failure(exc, "see the worker's log (`ray logs`) for the traceback") from exc
         finally:
+            self._abandon_changes()
             await consumer.stop()
             self.sink.close()
         return self.progress()
@@ -165,19 +170,15 @@ class PartitionWorker:
 
     async def _loop(self, consumer: Any) -> None:
         s = self.spec.settings
-        tps = {p: TopicPartition(s.kafka.topic, p) for p in self.states}
-        consumer.assign(list(tps.values()))
-        fresh = [tps[p] for p, st in self.states.items() if st.next_offset is None]
-        starts = await start_offsets(consumer, fresh, s.kafka.start) if fresh else {}
-        for p, st in self.states.items():
-            consumer.seek(tps[p], starts[tps[p]] if st.next_offset is None else st.next_offset)
-        if s.until == "drained":
-            ends = await consumer.end_offsets(list(tps.values()))
-            for p, st in self.states.items():
-                st.stop_at = ends[tps[p]]
-                st.high_watermark = ends[tps[p]]
+        tps = await self._bind(consumer)
         paused: set[TopicPartition] = set()
         while not self._stopping:
+            if self._changes:
+                await self._finish_commit()
+                self._apply_changes()
+                tps = await self._bind(consumer)
+                paused = set()
+                continue
             self.watchdog.check(self.held_bytes)
             active = [tps[p] for p, st in self.states.items() if not st.done]
             if not active:
@@ -201,6 +202,63 @@ class PartitionWorker:
                 continue
             await self._process(self._fetched(data))
         await self._finish_commit()
+
+    async def _bind(self, consumer: Any) -> dict[int, TopicPartition]:
+        """Assign the consumer exactly this worker's partitions and seek each to its stored
+        offset (or kafka.start); until=drained fixes a new partition's end on arrival."""
+        s = self.spec.settings
+        tps = {p: TopicPartition(s.kafka.topic, p) for p in self.states}
+        consumer.assign(list(tps.values()))
+        fresh = [tps[p] for p, st in self.states.items() if st.next_offset is None]
+        starts = await start_offsets(consumer, fresh, s.kafka.start) if fresh else {}
+        for p, st in self.states.items():
+            consumer.seek(tps[p], starts[tps[p]] if st.next_offset is None else st.next_offset)
+        unset = [tps[p] for p, st in self.states.items() if st.stop_at is None]
+        if s.until == "drained" and unset:
+            ends = await consumer.end_offsets(unset)
+            for tp in unset:
+                self.states[tp.partition].stop_at = ends[tp]
+                self.states[tp.partition].high_watermark = ends[tp]
+        self.watchdog.partitions = sorted(self.states)
+        return tps
+
+    # -- ownership changes (rescale), applied between batches ----------------------------------
+
+    async def release(self, partitions: list[int]) -> dict[int, dict[str, Any]]:
+        """Give partitions up after the batch in flight commits; returns their final state."""
+        if self.status != "running":
+            return {p: self._report(self.states.pop(p)) for p in partitions if p in self.states}
+        return await self._change("release", partitions)  # type: ignore[no-any-return]
+
+    async def acquire(self, claims: dict[int, Claim]) -> None:
+        """Take more partitions (already claimed under new epochs by the coordinator)."""
+        if self.status != "running":
+            raise VeltrixError(f"{self.name} has finished; it cannot take partitions")
+        await self._change("acquire", claims)
+
+    async def _change(self, kind: str, payload: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._changes.append((kind, payload, future))
+        return await future
+
+    def _apply_changes(self) -> None:
+        limit = self.spec.settings.pipeline.dead_letters
+        for kind, payload, future in self._changes:
+            if kind == "release":
+                future.set_result({p: self._report(self.states.pop(p))
+                                   for p in payload if p in self.states})
+            else:
+                for p, claim in payload.items():
+                    self.states[p] = PartitionState(p, claim.epoch, claim.next_offset,
+                                                    limit=DeadLetterLimit(limit))
+                future.set_result(None)
+        self._changes.clear()
+
+    def _abandon_changes(self) -> None:
+        for _, _, future in self._changes:
+            if not future.done():
+                future.set_exception(VeltrixError(f"{self.name} finished before the change"))
+        self._changes.clear()
 
     def _fetched(self, data: dict[TopicPartition, list[Any]]) -> Fetched:
         parts: list[int] = []
