@@ -23,7 +23,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/pipeline.py
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check veltrix_ray tests benchmarks
+	$(BIN)/ruff check veltrix_ray tests benchmarks && $(BIN)/mypy
 
 clean:
 	-$(BIN)/veltrix-ray local down --wipe

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class VeltrixError(Exception):
     """Base class of veltrix-ray's errors."""
+
+    summary: Any = None  # a pipeline run's RunSummary, when the error ended a run
 
 
 class StackError(VeltrixError):

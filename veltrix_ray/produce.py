@@ -35,7 +35,7 @@ from veltrix_ray.source.admin import ensure_topic
 
 BAD_SORTS = ("malformed_json", "wrong_type", "missing_field", "non_utf8", "oversized")
 KINDS = ("view", "click", "cart", "purchase", "refund")
-COUNTRIES = ("DE", "FR", "US", "GB", "NL", "ES", "IT", "PL")
+COUNTRIES: tuple[str, ...] = ("DE", "FR", "US", "GB", "NL", "ES", "IT", "PL")
 COUNTRIES += ("SE", "JP", "BR", "IN", "CA", "AU", "MX", "CH")
 USER_ID_BASE = 1_000_000
 """user_id = USER_ID_BASE + a number below ``users``; keys are str(user_id) in UTF-8."""

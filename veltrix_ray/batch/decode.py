@@ -79,12 +79,12 @@ class Decoder:
             good, rows = [], []
             for i, value in enumerate(values):
                 row, error = self._decode_one(value)
-                if error is None:
+                if row is not None:
                     good.append(i)
                     rows.append(row)
                 else:
                     bad.append(BadRecord(fetched.partitions[i], fetched.offsets[i],
-                                         fetched.keys[i], value, error, i))
+                                         fetched.keys[i], value, str(error), i))
         return Decoded(self._to_batch(rows, fetched, good), bad, good)
 
     def _decode_one(self, value: bytes | None) -> tuple[msgspec.Struct | None, str | None]:

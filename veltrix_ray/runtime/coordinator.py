@@ -284,7 +284,8 @@ class Coordinator:
                         "rows": rows, "dead_letters": dead, "error": None}
         workers = []
         latencies: list[float] = []
-        reports = [(slot.index, slot.restarts, slot.partitions, slot.last) for slot in self.slots]
+        reports: list[tuple[int | None, int, list[int], dict[str, Any]]] = [
+            (slot.index, slot.restarts, slot.partitions, slot.last) for slot in self.slots]
         reports += [(None, 0, [], info) for info in self._retired]
         for index, restarts, owned, info in reports:
             for p in owned:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import ray
 from omegaconf import DictConfig
@@ -38,7 +39,7 @@ class Pipeline:
             cfg = load_config(overrides)
         self.settings = to_settings(cfg) if isinstance(cfg, DictConfig) else cfg
         validate(self.settings)
-        self._coordinator: ray.actor.ActorHandle | None = None
+        self._coordinator: Any = None
 
     @property
     def name(self) -> str:
@@ -48,7 +49,7 @@ class Pipeline:
             raise_on_error: bool = True) -> RunSummary:
         ensure_ray(self.settings)
         try:
-            coord = ray.remote(Coordinator).options(
+            coord: Any = ray.remote(Coordinator).options(
                 name=self.name, namespace=NAMESPACE, num_cpus=0, max_concurrency=16,
             ).remote(self.settings)
         except ValueError as exc:
@@ -83,7 +84,7 @@ class Pipeline:
             kind, _ = summary.errors[0]
             exc_type = getattr(errors, kind, errors.VeltrixError)
             error = exc_type("\n".join(m for _, m in summary.errors))
-            error.summary = summary  # type: ignore[attr-defined]
+            error.summary = summary
             raise error
         return summary
 

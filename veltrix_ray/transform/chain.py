@@ -18,8 +18,9 @@ Transform = Callable[[pa.RecordBatch], pa.RecordBatch]
 
 
 def _build(i: int, node: Any) -> Transform:
-    spec = OmegaConf.to_container(node) if isinstance(node, DictConfig) else dict(node)
-    assert isinstance(spec, dict)
+    raw = OmegaConf.to_container(node) if isinstance(node, DictConfig) else dict(node)
+    assert isinstance(raw, dict)
+    spec: dict[str, Any] = {str(k): v for k, v in raw.items()}
     target = spec.get("_target_")
     if not target:
         raise ConfigError(f"pipeline.transforms[{i}] has no _target_ (an importable function or "

@@ -1,0 +1,24 @@
+"""The code stays ruff- and mypy-clean (pyproject.toml holds both configurations)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *cmd], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_ruff() -> None:
+    result = run("ruff", "check", "veltrix_ray", "tests", "benchmarks")
+    assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_mypy() -> None:
+    result = run("mypy")
+    assert result.returncode == 0, result.stdout[-4000:]
