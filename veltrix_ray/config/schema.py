@@ -78,7 +78,6 @@ class MemoryConfig:
     expansion: float = 12.0
     # batches alive at once: one buffered by the consumer, one decoding, one committing
     inflight_batches: int = 3
-    watchdog_interval_s: float = 0.25
 
 
 @dataclass
