@@ -76,6 +76,8 @@ def test_killed_workers_lose_and_duplicate_nothing(kafka_bootstrap: str, pg_dsn:
     assert len(killed) == 3
     assert sum(w["restarts"] for w in summary.workers) >= 3
     assert_exact(pg_dsn, topic, exp)
+    # the summary counts what PostgreSQL holds, also for what the killed workers committed
+    assert (summary.rows, summary.dead_letters) == (len(exp.good), len(exp.bad))
 
 
 def test_stale_owner_is_fenced_and_writes_nothing(pg_dsn: str) -> None:
@@ -236,7 +238,8 @@ def test_postgres_restart_mid_run_is_retried_exactly(kafka_bootstrap: str, servi
             pg.stop()
             time.sleep(2)
             pg.start()
-            run.join()
+            summary = run.join()
+        assert (summary.rows, summary.dead_letters) == (len(exp.good), len(exp.bad))
         assert committed_rows(pg.dsn) == len(exp.good)
         assert_exact(pg.dsn, topic, exp)
     finally:

@@ -21,7 +21,7 @@ from veltrix_ray.errors import ConfigError, VeltrixError
 from veltrix_ray.runtime.assignment import assign, moved
 from veltrix_ray.runtime.budget import Budget
 from veltrix_ray.runtime.worker import PartitionWorker, WorkerSpec
-from veltrix_ray.sink import PostgresSink, written
+from veltrix_ray.sink import PostgresSink, Totals, written
 from veltrix_ray.source.admin import partition_count
 from veltrix_ray.source.kafka import client_options
 from veltrix_ray.transform import build_chain
@@ -82,6 +82,9 @@ class Coordinator:
         # rows and dead letters per partition, committed by workers that no longer own it
         self._banked: dict[int, tuple[int, int]] = {}
         self._retired: list[dict[str, Any]] = []  # final reports of rescaled-away workers
+        # the durable per-partition counters in veltrix_offsets, before and after the run
+        self._baseline: dict[int, Totals] = {}
+        self._final: dict[int, Totals] = {}
         self._rescaling = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -91,15 +94,18 @@ class Coordinator:
         count = await self._partitions()
         self._schema = output_schema(s)
         await asyncio.to_thread(self._sink.setup, self._schema)
+        self._baseline = await asyncio.to_thread(self._sink.totals)
         sets = assign(range(count), s.topology.workers)
         self.slots = [_Slot(i, ps) for i, ps in enumerate(sets)]
         for slot in self.slots:
             await self._start(slot)
         try:
             await self._supervise()
+            self.finished = time.time()
+            self._final = await asyncio.to_thread(self._sink.totals)
         finally:
             self._sink.close()
-            self.finished = time.time()
+            self.finished = self.finished or time.time()
         return self.summary()
 
     async def _partitions(self) -> int:
@@ -311,7 +317,14 @@ class Coordinator:
                 "errors": list(self.errors), "moves": list(self.moves)}
 
     def summary(self) -> dict[str, Any]:
+        """The final report: counts and offsets from PostgreSQL, exact across crashes."""
         progress = self.progress()
+        for p, total in self._final.items():
+            info = progress["partitions"].setdefault(p, {"worker": None, "error": None,
+                                                         "high_watermark": None})
+            before = self._baseline.get(p, Totals(None, 0, 0))
+            info.update(committed=total.next_offset, rows=total.rows - before.rows,
+                        dead_letters=total.dead_letters - before.dead_letters)
         for info in progress["partitions"].values():
             if info["error"]:
                 progress["errors"].append(("DeadLetterLimitExceeded", info["error"]))

@@ -307,7 +307,7 @@ class PartitionWorker:
         self.watchdog.check(self.held_bytes)
         decoded, failed = self._apply_limits(fetched, decoded)
         batch, bad = self._transform(fetched, decoded)
-        rows = _counts(batch)
+        rows = _counts(batch, fetched.partitions)
         dead: dict[int, int] = defaultdict(int)
         for b in bad:
             dead[b.partition] += 1
@@ -315,8 +315,8 @@ class PartitionWorker:
         for p, o in zip(fetched.partitions, fetched.offsets, strict=False):
             if p not in failed:
                 last[p] = o
-        advances = [Advance(p, self.states[p].next_offset, o + 1, self.states[p].epoch)
-                    for p, o in last.items()]
+        advances = [Advance(p, self.states[p].next_offset, o + 1, self.states[p].epoch,
+                            rows.get(p, 0), dead.get(p, 0)) for p, o in last.items()]
         if advances:
             await self._submit(batch, bad, advances, fetched.nbytes, rows, dead)
         else:
@@ -406,8 +406,12 @@ class PartitionWorker:
             self.states[p].dead_letters += n
 
 
-def _counts(batch: pa.RecordBatch) -> dict[int, int]:
-    if batch.num_rows == 0 or "_kafka_partition" not in batch.schema.names:
+def _counts(batch: pa.RecordBatch, partitions: list[int]) -> dict[int, int]:
+    """Rows per partition; a custom transform that dropped `_kafka_partition` leaves only the
+    batch total, booked to its first partition."""
+    if batch.num_rows == 0:
         return {}
+    if "_kafka_partition" not in batch.schema.names:
+        return {partitions[0]: batch.num_rows}
     counts = pc.value_counts(batch.column("_kafka_partition"))
     return {int(v["values"]): int(v["counts"]) for v in counts.to_pylist()}

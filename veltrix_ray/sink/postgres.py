@@ -46,6 +46,17 @@ class Advance:
     expected: int | None
     new: int
     epoch: int
+    rows: int = 0  # rows and dead letters the batch writes for this partition
+    dead_letters: int = 0
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What a partition has committed so far, over all runs (durable, exact)."""
+
+    next_offset: int | None
+    rows: int
+    dead_letters: int
 
 
 @dataclass(frozen=True)
@@ -152,7 +163,8 @@ class PostgresSink:
                 cur.execute(sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, topic text NOT NULL, "
                     "partition integer NOT NULL, next_offset bigint, owner_epoch bigint NOT NULL "
-                    "DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT now(), "
+                    "DEFAULT 0, rows_total bigint NOT NULL DEFAULT 0, dead_letters_total bigint "
+                    "NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT now(), "
                     "PRIMARY KEY (pipeline, topic, partition))").format(self._offsets))
                 cur.execute(sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, pipeline text NOT "
@@ -216,13 +228,14 @@ class PostgresSink:
 
         return self._retrying("claiming partitions", run)
 
-    def committed(self) -> dict[int, int | None]:
-        def run(conn: psycopg.Connection) -> dict[int, int | None]:
+    def totals(self) -> dict[int, Totals]:
+        def run(conn: psycopg.Connection) -> dict[int, Totals]:
             with self._tx(conn) as cur:
-                cur.execute(sql.SQL("SELECT partition, next_offset FROM {} WHERE pipeline = %s "
+                cur.execute(sql.SQL("SELECT partition, next_offset, rows_total, "
+                                    "dead_letters_total FROM {} WHERE pipeline = %s "
                                     "AND topic = %s").format(self._offsets),
                             (self.pipeline, self.topic))
-                return dict(cur.fetchall())
+                return {p: Totals(n, r, d) for p, n, r, d in cur.fetchall()}
 
         return self._retrying("reading offsets", run)
 
@@ -262,18 +275,18 @@ class PostgresSink:
 
     def _advance(self, cur: psycopg.Cursor, advances: Sequence[Advance]) -> bool:
         cur.execute(sql.SQL(
-            "UPDATE {t} AS o SET next_offset = v.new, updated_at = now() "
-            "FROM unnest(%s::int[], %s::bigint[], %s::bigint[], %s::bigint[]) "
-            "AS v(partition, expected, new, epoch) "
+            "UPDATE {t} AS o SET next_offset = v.new, rows_total = o.rows_total + v.rows, "
+            "dead_letters_total = o.dead_letters_total + v.dead, updated_at = now() "
+            "FROM unnest(%s::int[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], "
+            "%s::bigint[]) AS v(partition, expected, new, epoch, rows, dead) "
             "WHERE o.pipeline = %s AND o.topic = %s AND o.partition = v.partition "
             "AND o.owner_epoch = v.epoch AND o.next_offset IS NOT DISTINCT FROM v.expected"
         ).format(t=self._offsets), (
             [a.partition for a in advances], [a.expected for a in advances],
             [a.new for a in advances], [a.epoch for a in advances],
+            [a.rows for a in advances], [a.dead_letters for a in advances],
             self.pipeline, self.topic))
-        if cur.rowcount == len(advances):
-            return True
-        return False
+        return bool(cur.rowcount == len(advances))
 
     def _fenced(self, cur: psycopg.Cursor, advances: Sequence[Advance]) -> list[Advance]:
         """The advances that another owner prevents (empty: all were already applied)."""
