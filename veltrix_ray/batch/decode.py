@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from operator import attrgetter
 
 import msgspec
@@ -24,10 +25,20 @@ class Fetched:
     values: list[bytes | None]
     timestamps: list[int]
 
+    # partition -> (first position, count); each partition's records are contiguous
+    spans: dict[int, tuple[int, int]] = field(default_factory=dict)
+    topic: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.spans and self.partitions:
+            for i, p in enumerate(self.partitions):
+                first, n = self.spans.get(p, (i, 0))
+                self.spans[p] = (first, n + 1)
+
     def __len__(self) -> int:
         return len(self.values)
 
-    @property
+    @cached_property
     def nbytes(self) -> int:
         return sum(len(v) for v in self.values if v is not None)
 
@@ -116,5 +127,6 @@ class Decoder:
         else:
             meta = [[column[i] for i in good] for column in
                     (fetched.partitions, fetched.offsets, fetched.keys, fetched.timestamps)]
-        arrays += [pa.array(m, f.type) for m, f in zip(meta, METADATA, strict=False)]
+        meta.insert(0, [fetched.topic] * len(rows))
+        arrays += [pa.array(m, f.type) for m, f in zip(meta, METADATA, strict=True)]
         return pa.RecordBatch.from_arrays(arrays, schema=self.full_schema)

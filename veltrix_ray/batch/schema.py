@@ -78,6 +78,7 @@ def decoding_type(columns: Sequence[Column]) -> type[msgspec.Struct]:
 
 # Kafka metadata columns, available to transforms; columns starting with "_" are never written.
 METADATA = pa.schema([
+    pa.field("_kafka_topic", pa.string(), nullable=False),
     pa.field("_kafka_partition", pa.int32(), nullable=False),
     pa.field("_kafka_offset", pa.int64(), nullable=False),
     pa.field("_kafka_key", pa.binary()),

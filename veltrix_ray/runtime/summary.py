@@ -71,12 +71,15 @@ class RunSummary:
     def table(self) -> str:
         out = [f"pipeline {self.pipeline}  topic {self.topic}",
                f"{'partition':>9} {'worker':>6} {'next offset':>12} {'high wm':>12} "
-               f"{'rows':>10} {'dead':>8}  error"]
+               f"{'lag':>9} {'rows':>10} {'dead':>8} {'rows/s':>9}  error"]
         for p in sorted(self.partitions):
             i = self.partitions[p]
-            out.append(f"{p:>9} {i['worker']:>6} {str(i['committed']):>12} "
-                       f"{str(i['high_watermark']):>12} {i['rows']:>10,} "
-                       f"{i['dead_letters']:>8,}  {(i['error'] or '')[:60]}")
+            hw, committed = i["high_watermark"], i["committed"]
+            lag = "" if hw is None else f"{max(0, hw - (committed or 0)):,}"
+            rate = i["rows"] / self.processing_s if self.processing_s else 0.0
+            out.append(f"{p:>9} {str(i['worker']):>6} {str(committed):>12} {str(hw):>12} "
+                       f"{lag:>9} {i['rows']:>10,} {i['dead_letters']:>8,} {rate:>9,.0f}  "
+                       f"{(i['error'] or '')[:60]}")
         for w in self.workers:
             out.append(f"worker {w['worker']}: peak RSS {w['peak_rss'] / 2**20:,.0f} MiB of "
                        f"{w['budget_bytes'] / 2**20:,.0f} MiB budget, {w['batches']} batches, "

@@ -266,17 +266,20 @@ class PartitionWorker:
         keys: list[bytes | None] = []
         values: list[bytes | None] = []
         stamps: list[int] = []
+        spans: dict[int, tuple[int, int]] = {}
         for tp, records in data.items():
             st = self.states[tp.partition]
             if st.stop_at is not None:  # drained mode: nothing past the run's high watermark
                 records = [r for r in records if r.offset < st.stop_at] \
                     if records[-1].offset >= st.stop_at else records
+            if records:
+                spans[tp.partition] = (len(parts), len(records))
             parts += [tp.partition] * len(records)
             offsets += [r.offset for r in records]
             keys += [r.key for r in records]
             values += [r.value for r in records]
             stamps += [r.timestamp for r in records]
-        return Fetched(parts, offsets, keys, values, stamps)
+        return Fetched(parts, offsets, keys, values, stamps, spans, self.spec.settings.kafka.topic)
 
     async def _skip_gaps(self, consumer: Any, tps: dict[int, TopicPartition],
                          active: list[TopicPartition]) -> None:
@@ -311,12 +314,9 @@ class PartitionWorker:
         dead: dict[int, int] = defaultdict(int)
         for b in bad:
             dead[b.partition] += 1
-        last: dict[int, int] = {}
-        for p, o in zip(fetched.partitions, fetched.offsets, strict=False):
-            if p not in failed:
-                last[p] = o
-        advances = [Advance(p, self.states[p].next_offset, o + 1, self.states[p].epoch,
-                            rows.get(p, 0), dead.get(p, 0)) for p, o in last.items()]
+        advances = [Advance(p, self.states[p].next_offset, fetched.offsets[first + n - 1] + 1,
+                            self.states[p].epoch, rows.get(p, 0), dead.get(p, 0))
+                    for p, (first, n) in fetched.spans.items() if p not in failed]
         if advances:
             await self._submit(batch, bad, advances, fetched.nbytes, rows, dead)
         else:
@@ -324,23 +324,17 @@ class PartitionWorker:
 
     def _apply_limits(self, fetched: Fetched, decoded: Decoded) -> tuple[Decoded, set[int]]:
         """Stop partitions over the dead-letter limit before anything of them commits."""
-        first: dict[int, int] = {}
-        counts: dict[int, int] = defaultdict(int)
-        for i, p in enumerate(fetched.partitions):
-            first.setdefault(p, i)
-        for p in first:
-            counts[p] = fetched.partitions.count(p)
         bad_at: dict[int, list[int]] = defaultdict(list)
         for b in decoded.bad:
-            bad_at[b.partition].append(b.index - first[b.partition])
+            bad_at[b.partition].append(b.index - fetched.spans[b.partition][0])
         failed: set[int] = set()
-        for p, n in counts.items():
+        for p, (first, n) in fetched.spans.items():
             st = self.states[p]
             assert st.limit is not None
             why = st.limit.observe(n, bad_at.get(p, []))
             if why:
                 st.error = (f"{self.name}: partition {p} stopped at offset "
-                            f"{fetched.offsets[first[p]]}: {why}. A producer is probably "
+                            f"{fetched.offsets[first]}: {why}. A producer is probably "
                             "sending broken records; look at veltrix_dead_letters, fix the "
                             "producer or raise the limit, then run again.")
                 failed.add(p)
@@ -393,10 +387,7 @@ class PartitionWorker:
         commit, self._commit = self._commit, None
         if commit is None:
             return
-        try:
-            await commit.task
-        except VeltrixError:
-            raise
+        await commit.task
         self.latencies.append(time.perf_counter() - commit.started)
         self.held_bytes -= commit.nbytes
         self.batches += 1

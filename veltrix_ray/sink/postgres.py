@@ -264,7 +264,8 @@ class PostgresSink:
         try:
             self._retrying(f"writing {batch.num_rows} rows to {self.table_name}", run)
         except psycopg.Error as exc:
-            span = ", ".join(f"partition {a.partition} offsets {a.expected}..{a.new - 1}"
+            span = ", ".join(f"partition {a.partition} offsets "
+                             f"{'start' if a.expected is None else a.expected}..{a.new - 1}"
                              for a in advances)
             raise SinkError(
                 f"PostgreSQL rejected a batch for {self.table_name} ({span}): "

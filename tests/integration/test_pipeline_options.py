@@ -1,0 +1,113 @@
+"""Pipeline options end to end: transforms, metadata columns, start positions, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from veltrix_ray import Pipeline, SinkError, TransformError, load_config
+
+from .helpers import dead_letters, event_ids, fill, offsets, overrides
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+DIVIDE_BY_ZERO = ("+pipeline.transforms=[{_target_: veltrix_ray.transform.Compute, name: x, "
+                  "function: divide, args: [user_id, 0]}]")
+
+
+def test_kafka_metadata_columns_can_be_written(kafka_bootstrap: str, pg_dsn: str,
+                                               new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(4)
+    exp = fill(kafka_bootstrap, topic, 2000, 4, bad_fraction=0.01)
+    select = ("+pipeline.transforms=[{_target_: veltrix_ray.transform.Select, columns: "
+              "[event_id], rename: {_kafka_topic: kafka_topic, _kafka_partition: "
+              "kafka_partition, _kafka_offset: kafka_offset}}]")
+    Pipeline(load_config(overrides(topic, pg_dsn, "pipeline.table=located", select))).run()
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute("SELECT kafka_topic, kafka_partition, kafka_offset, event_id "
+                            "FROM located").fetchall()
+        cols = [r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'located' "
+            "ORDER BY ordinal_position")]
+    assert cols == ["event_id", "kafka_topic", "kafka_partition", "kafka_offset"]
+    assert {(p, o): e for t, p, o, e in rows if t == topic} == exp.good_at
+    assert len(rows) == len(exp.good_at)
+
+
+def test_a_failing_transform_dead_letters_its_batch(kafka_bootstrap: str, pg_dsn: str,
+                                                    new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(2)
+    exp = fill(kafka_bootstrap, topic, 500, 2, bad_fraction=0.02)
+    summary = Pipeline(load_config(overrides(topic, pg_dsn, DIVIDE_BY_ZERO))).run()
+    assert event_ids(pg_dsn) == []
+    assert set(dead_letters(pg_dsn)) == exp.bad | set(exp.good_at)
+    with psycopg.connect(pg_dsn) as conn:
+        errors = {e for (e,) in conn.execute("SELECT error FROM veltrix_dead_letters")}
+    assert "transform raised ArrowInvalid: divide by zero" in errors
+    assert offsets(pg_dsn, topic) == exp.high_watermarks
+    assert summary.dead_letters == 500
+
+
+def test_a_failing_transform_can_stop_the_pipeline(kafka_bootstrap: str, pg_dsn: str,
+                                                   new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(1)
+    fill(kafka_bootstrap, topic, 100, 1)
+    with pytest.raises(TransformError, match=r"a transform raised ArrowInvalid: divide by zero "
+                                             r"\(veltrix:events:w0.0, partitions \[0\], offsets "
+                                             r"0..99\).*pipeline.on_transform_error="
+                                             r"dead_letter"):
+        Pipeline(load_config(overrides(topic, pg_dsn, DIVIDE_BY_ZERO,
+                                       "pipeline.on_transform_error=stop"))).run()
+    assert offsets(pg_dsn, topic) == {0: None}
+
+
+def test_start_latest_and_start_at_a_timestamp(kafka_bootstrap: str, pg_dsn: str,
+                                               new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(1)
+    old_ms, new_ms = 1_000_000, int(time.time() * 1000)
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            for i in range(20):
+                event = {"event_id": f"e{i}", "ts": "2026-11-26T10:00:00Z", "user_id": i,
+                         "kind": "view", "amount": 0, "country": "DE", "payload": {}}
+                await producer.send(topic, json.dumps(event).encode(), partition=0,
+                                    timestamp_ms=old_ms if i < 12 else new_ms)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    Pipeline(load_config(overrides(topic, pg_dsn, "kafka.start=latest",
+                                   "pipeline.name=from_latest"))).run()
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
+        assert conn.execute("SELECT next_offset FROM veltrix_offsets WHERE pipeline = "
+                            "'from_latest'").fetchone() == (20,)
+    Pipeline(load_config(overrides(topic, pg_dsn, "kafka.start='2000-01-01T00:00:00+00:00'",
+                                   "pipeline.name=from_2000"))).run()
+    assert sorted(event_ids(pg_dsn)) == sorted(f"e{i}" for i in range(12, 20))
+
+
+def test_a_permanent_postgres_error_stops_with_table_partition_and_offsets(
+        kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(1)
+    fill(kafka_bootstrap, topic, 300, 1)
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("CREATE TABLE events (event_id text NOT NULL, ts timestamptz NOT NULL, "
+                     "user_id bigint NOT NULL, kind text NOT NULL CHECK (kind <> 'view'), "
+                     "amount double precision NOT NULL, country text NOT NULL, payload jsonb)")
+    with pytest.raises(SinkError, match=r"(?s)PostgreSQL rejected a batch for public.events "
+                                        r"\(partition 0 offsets start..299\): CheckViolation.*"
+                                        r"not retried"):
+        Pipeline(load_config(overrides(topic, pg_dsn))).run()
+    assert offsets(pg_dsn, topic) == {0: None}
+    assert event_ids(pg_dsn) == []
