@@ -21,7 +21,7 @@ from veltrix_ray.errors import ConfigError, VeltrixError
 from veltrix_ray.runtime.assignment import assign, moved
 from veltrix_ray.runtime.budget import Budget
 from veltrix_ray.runtime.worker import PartitionWorker, WorkerSpec
-from veltrix_ray.sink import PostgresSink, Totals, written
+from veltrix_ray.sink import Totals, make_sink, written
 from veltrix_ray.source.admin import partition_count
 from veltrix_ray.source.kafka import client_options
 from veltrix_ray.transform import build_chain
@@ -39,17 +39,6 @@ def output_schema(settings: VeltrixConfig) -> pa.Schema:
     decoder = Decoder(columns_from_config(settings.pipeline.columns), 1)
     empty = pa.RecordBatch.from_pylist([], schema=decoder.full_schema)
     return build_chain(settings.pipeline.transforms)(empty).schema
-
-
-def make_sink(settings: VeltrixConfig, application_name: str) -> PostgresSink:
-    s = settings
-    return PostgresSink(s.postgres.dsn, db_schema=s.postgres.db_schema, table=s.pipeline.table,
-                        pipeline=s.pipeline.name, topic=s.kafka.topic, mode=s.pipeline.mode,
-                        key=s.pipeline.key, connect_timeout_s=s.postgres.connect_timeout_s,
-                        retry_attempts=s.postgres.retry.attempts,
-                        initial_backoff_s=s.postgres.retry.initial_backoff_s,
-                        max_backoff_s=s.postgres.retry.max_backoff_s,
-                        application_name=application_name)
 
 
 @dataclass

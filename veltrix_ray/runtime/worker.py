@@ -22,7 +22,7 @@ from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.errors import FencedError, TransformError, VeltrixError
 from veltrix_ray.runtime.budget import Budget, Watchdog
 from veltrix_ray.runtime.deadletters import DeadLetterLimit
-from veltrix_ray.sink import Advance, Claim, PostgresSink
+from veltrix_ray.sink import Advance, Claim, make_sink
 from veltrix_ray.source.kafka import open_consumer, start_offsets
 from veltrix_ray.transform import build_chain
 
@@ -79,14 +79,7 @@ class PartitionWorker:
         self.decoder = Decoder(columns_from_config(s.pipeline.columns),
                                s.pipeline.max_record_bytes)
         self.chain = build_chain(s.pipeline.transforms)
-        self.sink = PostgresSink(
-            s.postgres.dsn, db_schema=s.postgres.db_schema, table=s.pipeline.table,
-            pipeline=s.pipeline.name, topic=s.kafka.topic, mode=s.pipeline.mode,
-            key=s.pipeline.key, connect_timeout_s=s.postgres.connect_timeout_s,
-            retry_attempts=s.postgres.retry.attempts,
-            initial_backoff_s=s.postgres.retry.initial_backoff_s,
-            max_backoff_s=s.postgres.retry.max_backoff_s,
-            application_name=f"veltrix-ray {self.name}")
+        self.sink = make_sink(s, f"veltrix-ray {self.name}")
         self.watchdog = Watchdog(spec.budget, self.name, spec.partitions)
         self.held_bytes = 0
         self.batches = 0

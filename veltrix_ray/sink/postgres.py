@@ -19,6 +19,7 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from veltrix_ray.batch.decode import BadRecord
+from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.errors import ConfigError, FencedError, SinkError
 from veltrix_ray.sink.ddl import incompatibilities, pg_type
 
@@ -352,3 +353,15 @@ class PostgresSink:
             for b in bad:
                 cp.write_row((self.pipeline, self.topic, b.partition, b.offset, b.key, b.value,
                               b.error))
+
+
+def make_sink(settings: VeltrixConfig, application_name: str) -> PostgresSink:
+    """The sink a pipeline's settings describe (the coordinator's and each worker's)."""
+    s = settings
+    return PostgresSink(s.postgres.dsn, db_schema=s.postgres.db_schema, table=s.pipeline.table,
+                        pipeline=s.pipeline.name, topic=s.kafka.topic, mode=s.pipeline.mode,
+                        key=s.pipeline.key, connect_timeout_s=s.postgres.connect_timeout_s,
+                        retry_attempts=s.postgres.retry.attempts,
+                        initial_backoff_s=s.postgres.retry.initial_backoff_s,
+                        max_backoff_s=s.postgres.retry.max_backoff_s,
+                        application_name=application_name)
