@@ -11,7 +11,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from veltrix_ray.config.schema import (
     KafkaConfig,
@@ -60,16 +60,35 @@ def load_config(overrides: Sequence[str] = (), *,
         OmegaConf.resolve(cfg)
         missing = sorted(OmegaConf.missing_keys(cfg))
     except (HydraException, OmegaConfBaseException) as exc:
-        detail = str(exc)
-        if exc.__cause__ is not None and str(exc.__cause__) not in detail:
-            detail += f"\n{exc.__cause__}"
-        raise ConfigError(f"Invalid configuration: {detail}") from exc
+        raise ConfigError(f"Invalid configuration: {_explain(exc)}") from exc
     finally:
         GlobalHydra.instance().clear()
     if missing:
         raise ConfigError("Missing required config value(s): " + ", ".join(missing) +
                           ". Set them as overrides, e.g. `" + missing[0] + "=...`.")
     return cfg
+
+
+def _explain(exc: Exception) -> str:
+    """Hydra's message, minus what misleads here (the `+key` append hint for a typo, the
+    schema entries among a group's options, the search path), plus the valid keys."""
+    detail = str(exc)
+    cause = exc.__cause__
+    if cause is not None and str(cause) not in detail:
+        detail += f"\n{cause}"
+    lines = [line for line in detail.splitlines()
+             if not line.startswith("To append to your config use +")
+             and not line.strip().endswith("_schema")]
+    if "Config search path:" in lines:
+        lines = lines[:lines.index("Config search path:")]
+    full_key = getattr(cause, "full_key", None)
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and full_key and "." in full_key:
+        parent = full_key.rsplit(".", 1)[0]
+        node = OmegaConf.select(OmegaConf.structured(VeltrixConfig), parent)
+        if isinstance(node, DictConfig):
+            lines.append(f"Keys of {parent}: {', '.join(str(k) for k in node)} "
+                         "(`veltrix-ray config show` prints the whole config).")
+    return "\n".join(line for line in lines if line.strip())
 
 
 def to_settings(cfg: DictConfig) -> VeltrixConfig:
