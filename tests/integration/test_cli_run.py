@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from .helpers import committed_rows, event_ids, fill, offsets
 
 CLI = [sys.executable, "-m", "veltrix_ray.cli"]
@@ -33,8 +35,9 @@ def test_run_until_drained_prints_the_summary(kafka_bootstrap: str, pg_dsn: str,
     assert sorted(event_ids(pg_dsn)) == sorted(exp.good)
 
 
-def test_sigterm_finishes_the_batch_in_flight_and_commits(
-        kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_finishes_the_batch_in_flight_and_commits(
+        signum: int, kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
     topic = new_topic(8)
     exp = fill(kafka_bootstrap, topic, 40_000, 8, bad_fraction=0.01)
     proc = run_cli(["run", f"kafka.topic={topic}", f"postgres.dsn={pg_dsn}",
@@ -45,7 +48,7 @@ def test_sigterm_finishes_the_batch_in_flight_and_commits(
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "no rows committed"
             time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
