@@ -24,9 +24,11 @@ from veltrix_ray import (
     VeltrixError,
     load_config,
 )
+from veltrix_ray.local.kafka import KafkaBroker
 from veltrix_ray.local.postgres import LocalPostgres
 from veltrix_ray.local.procs import free_port
 from veltrix_ray.sink import Advance, PostgresSink
+from veltrix_ray.source.admin import ensure_topic
 
 from .helpers import Background, assert_exact, committed_rows, fill, offsets, overrides
 
@@ -277,3 +279,23 @@ def test_rescale_mid_run_moves_few_partitions_and_stays_exact(
     assert [m["workers"] for m in summary.moves] == [4, 3]
     assert summary.rows == len(exp.good) and summary.dead_letters == len(exp.bad), summary.table()
     assert_exact(pg_dsn, topic, exp)
+
+
+def test_kafka_restart_mid_run_resumes_exactly(service_dir: Path, pg_dsn: str) -> None:
+    broker = KafkaBroker(service_dir / "kafka", free_port(), free_port())
+    broker.start()
+    try:
+        topic = "restarted"
+        asyncio.run(ensure_topic(broker.bootstrap, topic, 4))
+        exp = fill(broker.bootstrap, topic, 20_000, 4, bad_fraction=0.01)
+        with Background(overrides(topic, pg_dsn, f"kafka.bootstrap={broker.bootstrap}",
+                                  "topology.workers=2", "batch.max_records=200")) as run:
+            run.wait("some rows", lambda: committed_rows(pg_dsn) > 2000)
+            broker.stop()
+            time.sleep(2)
+            broker.start()
+            summary = run.join()
+        assert (summary.rows, summary.dead_letters) == (len(exp.good), len(exp.bad))
+        assert_exact(pg_dsn, topic, exp)
+    finally:
+        broker.stop()

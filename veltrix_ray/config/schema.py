@@ -20,6 +20,8 @@ class KafkaConfig:
     sasl_password: str | None = "${oc.env:VELTRIX_KAFKA_PASSWORD,null}"
     fetch_wait_ms: int = 200
     request_timeout_ms: int = 30_000
+    # how long a worker waits for an unreachable broker when it starts, before it fails
+    connect_timeout_s: float = 60.0
 
 
 @dataclass

@@ -13,7 +13,13 @@ from typing import Any
 
 import pyarrow as pa
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+from ray.exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    RayActorError,
+    RayError,
+    RayTaskError,
+)
 
 from veltrix_ray.batch import Decoder, columns_from_config
 from veltrix_ray.config.schema import VeltrixConfig
@@ -258,12 +264,17 @@ class Coordinator:
             self._banked[p] = (rows + info["rows"], dead + info["dead_letters"])
 
     async def _poll(self) -> None:
-        for slot in self.slots:
-            if slot.done or slot.retiring or slot.actor is None:
-                continue
+        """Latest progress of each live worker. A slow answer is skipped, never cancelled:
+        cancelling a Ray call on an async actor can cancel the actor's running tasks."""
+        slots = [s for s in self.slots if not s.done and not s.retiring and s.actor is not None]
+        calls = {asyncio.ensure_future(s.actor.progress.remote(False)): s for s in slots}
+        if not calls:
+            return
+        done, _ = await asyncio.wait(calls, timeout=5)
+        for call in done:
             try:
-                slot.last = await asyncio.wait_for(slot.actor.progress.remote(False), timeout=5)
-            except (RayActorError, asyncio.TimeoutError):
+                calls[call].last = call.result()
+            except RayError:  # a dying worker: supervision sees it through its run
                 continue
 
     # -- reporting -------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from veltrix_ray.errors import FencedError, TransformError, VeltrixError
 from veltrix_ray.runtime.budget import Budget, Watchdog
 from veltrix_ray.runtime.deadletters import DeadLetterLimit
 from veltrix_ray.sink import Advance, Claim, make_sink
-from veltrix_ray.source.kafka import open_consumer, start_offsets
+from veltrix_ray.source.kafka import close_consumer, open_consumer, start_offsets
 from veltrix_ray.transform import build_chain
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,9 @@ class PartitionWorker:
         try:
             consumer = await open_consumer(s.kafka, self.spec.budget.batch_bytes, self.name)
         except KafkaError as exc:
-            raise self._failure(exc, "check kafka.bootstrap (and the broker) is reachable "
-                                "from this node") from exc
+            raise self._failure(exc, "check that kafka.bootstrap is reachable from this node "
+                                f"(waited kafka.connect_timeout_s={s.kafka.connect_timeout_s:g}s)"
+                                ) from exc
         try:
             self.status = "running"
             await self._loop(consumer)
@@ -149,7 +150,7 @@ class PartitionWorker:
             raise self._failure(exc, "see the worker's log (`ray logs`) for the traceback") from exc
         finally:
             self._abandon_changes()
-            await consumer.stop()
+            await close_consumer(consumer)
             self.sink.close()
         return self.progress()
 

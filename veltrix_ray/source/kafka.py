@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from veltrix_ray.config.schema import KafkaConfig
 from veltrix_ray.errors import ConfigError
@@ -24,13 +27,36 @@ def client_options(cfg: KafkaConfig) -> dict[str, Any]:
 
 
 async def open_consumer(cfg: KafkaConfig, batch_bytes: int, client_id: str) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(
-        **client_options(cfg), client_id=client_id, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="none", isolation_level="read_committed",
-        fetch_max_bytes=batch_bytes, max_partition_fetch_bytes=batch_bytes,
-        fetch_max_wait_ms=cfg.fetch_wait_ms)
-    await consumer.start()
-    return consumer
+    """A started consumer; a broker that is briefly away (restarting) is waited for, up to
+    kafka.connect_timeout_s."""
+    deadline = time.monotonic() + cfg.connect_timeout_s
+    delay = 0.5
+    while True:
+        consumer = AIOKafkaConsumer(
+            **client_options(cfg), client_id=client_id, group_id=None,
+            enable_auto_commit=False, auto_offset_reset="none",
+            isolation_level="read_committed", fetch_max_bytes=batch_bytes,
+            max_partition_fetch_bytes=batch_bytes, fetch_max_wait_ms=cfg.fetch_wait_ms)
+        try:
+            await consumer.start()
+            return consumer
+        except KafkaConnectionError:
+            await consumer.stop()
+            if time.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def close_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop the consumer. aiokafka re-raises the CancelledError of a fetch it cancels while
+    that fetch waits to retry (a broker was away); only our own cancellation may pass."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and getattr(task, "cancelling", lambda: 0)():
+            raise
 
 
 def parse_start(start: str) -> str | int:
