@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from veltrix_ray.config import load_config, to_settings
     from veltrix_ray.config.check import run_checks
-    from veltrix_ray.runtime import Pipeline
+    from veltrix_ray.runtime import Pipeline, RunSummary
     from veltrix_ray.runtime.pipeline import ensure_ray
 
     settings = to_settings(load_config(args.overrides))
@@ -79,8 +79,8 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     live = sys.stderr.isatty()
 
-    def show(progress: object) -> None:
-        line = progress.line()  # type: ignore[attr-defined]
+    def show(progress: RunSummary) -> None:
+        line = progress.line()
         print(("\r" + line) if live else line, end="" if live else "\n", file=sys.stderr,
               flush=True)
 
@@ -93,6 +93,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     import asyncio
+    import os
 
     from veltrix_ray import produce
     from veltrix_ray.local import LocalStack
@@ -100,8 +101,6 @@ def _demo(args: argparse.Namespace) -> int:
     stack = LocalStack()
     status = stack.up()
     print(f"local stack: kafka {status.bootstrap}, postgres {status.dsn}")
-    import os
-
     os.environ.update(stack.env())
     assert status.bootstrap is not None
     report = asyncio.run(produce.produce(status.bootstrap, args.topic, events=args.events,

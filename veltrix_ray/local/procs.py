@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,7 @@ def stop_pid(pid: int, timeout: float = 20.0) -> None:
         pass
 
 
-def wait_until(pred, timeout: float, interval: float = 0.2) -> bool:  # type: ignore[no-untyped-def]
+def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
     while True:
         if pred():

@@ -9,9 +9,10 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 import pyarrow as pa
@@ -24,6 +25,7 @@ from veltrix_ray.errors import ConfigError, FencedError, SinkError
 from veltrix_ray.sink.ddl import incompatibilities, pg_type
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 OFFSETS = "veltrix_offsets"
 DEAD_LETTERS = "veltrix_dead_letters"
@@ -115,7 +117,7 @@ class PostgresSink:
             self._conn.close()
             self._conn = None
 
-    def _retrying(self, what: str, fn):  # type: ignore[no-untyped-def]
+    def _retrying(self, what: str, fn: Callable[[psycopg.Connection], T]) -> T:
         delay = self.initial_backoff_s
         for attempt in range(1, self.retry_attempts + 1):
             try:
