@@ -56,7 +56,7 @@ def test_bad_records_are_isolated_with_their_offsets_and_reasons() -> None:
     assert "missing required field `ts`" in reasons[13]
     assert "not valid UTF-8" in reasons[14]
     assert "exceeds pipeline.max_record_bytes=200" in reasons[15]
-    assert "timezone" in reasons[16]
+    assert "has no zone" in reasons[16]
     assert "tombstone" in reasons[17]
     assert all(b.value is not None for b in out.bad if b.offset != 17)
 
@@ -66,3 +66,20 @@ def test_a_merge_of_broken_records_cannot_pass_for_valid_ones() -> None:
     out = Decoder(COLS, 1000).decode(fetch([b'{"id":"a","ts":"2026-11-26T10:00:00Z",',
                                             b'"n":1}']))
     assert out.batch.num_rows == 0 and len(out.bad) == 2
+
+
+def test_iso_timestamps_outside_rfc3339_are_accepted_zone_still_required() -> None:
+    def event(ts: str) -> bytes:
+        return b'{"id":"x","ts":"' + ts.encode() + b'","n":1}'
+
+    out = Decoder(COLS, 1000).decode(fetch([
+        event("2026-11-26 12:00:00+02"),  # PostgreSQL's own text format
+        event("2026-11-26T10:00Z"),
+        event("2026-11-26T10:00:00"),  # no zone: which instant?
+        event("yesterday"),
+    ]))
+    assert [r["ts"].isoformat() for r in out.batch.to_pylist()] == [
+        "2026-11-26T10:00:00+00:00", "2026-11-26T10:00:00+00:00"]
+    reasons = {b.offset: b.error for b in out.bad}
+    assert "has no zone - at `$.ts`" in reasons[12]
+    assert "datetime" in reasons[13]

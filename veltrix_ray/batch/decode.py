@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -71,6 +72,10 @@ class Decoder:
         event = decoding_type(self.columns)
         self._one = msgspec.json.Decoder(event)
         self._many = msgspec.json.Decoder(list[event])  # type: ignore[valid-type]
+        # second chance for ISO-8601 timestamps RFC 3339 does not cover ("+00", "T10:00Z")
+        self._timestamps = [c.name for c in self.columns if c.type == "timestamp"]
+        self._lenient = msgspec.json.Decoder(
+            decoding_type(self.columns, timestamps_as_text=True))
         self._getters = [(c, attrgetter(c.name)) for c in self.columns]
 
     def decode(self, fetched: Fetched) -> Decoded:
@@ -104,12 +109,38 @@ class Decoder:
         if len(value) > self.max_record_bytes:
             return None, (f"value of {len(value)} bytes exceeds pipeline.max_record_bytes="
                           f"{self.max_record_bytes}")
+        value = value.removeprefix(_BOM)
         try:
-            return self._one.decode(value.removeprefix(_BOM)), None
+            return self._one.decode(value), None
         except UnicodeDecodeError as exc:
             return None, f"value is not valid UTF-8: {exc}"
+        except msgspec.ValidationError as exc:
+            if self._timestamps and "datetime" in str(exc):
+                return self._decode_lenient(value, exc)
+            return None, f"{type(exc).__name__}: {exc}"
         except (msgspec.MsgspecError, ValueError) as exc:
             return None, f"{type(exc).__name__}: {exc}"
+
+    def _decode_lenient(self, value: bytes, strict: msgspec.ValidationError,
+                        ) -> tuple[msgspec.Struct | None, str | None]:
+        """Timestamps that RFC 3339 rejects but ISO 8601 allows, e.g. PostgreSQL's
+        "2026-11-26 10:00:00+00"; a zone is still required."""
+        try:
+            row = self._lenient.decode(value)
+        except msgspec.MsgspecError:
+            return None, f"ValidationError: {strict}"
+        for name in self._timestamps:
+            text = getattr(row, name)
+            if text is None:
+                continue
+            try:
+                ts = dt.datetime.fromisoformat(text)
+            except ValueError:
+                return None, f"ValidationError: {strict}"
+            if ts.tzinfo is None:
+                return None, f"ValidationError: timestamp {text!r} has no zone - at `$.{name}`"
+            setattr(row, name, ts)
+        return row, None
 
     def _to_batch(self, rows: list[msgspec.Struct], fetched: Fetched,
                   good: list[int] | None) -> pa.RecordBatch:

@@ -63,11 +63,13 @@ def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
     ])
 
 
-def decoding_type(columns: Sequence[Column]) -> type[msgspec.Struct]:
-    """A msgspec Struct validating one event: required, non-null fields unless nullable."""
+def decoding_type(columns: Sequence[Column], *,
+                  timestamps_as_text: bool = False) -> type[msgspec.Struct]:
+    """A msgspec Struct validating one event: required, non-null fields unless nullable.
+    `timestamps_as_text` leaves timestamps to a more lenient parser (see Decoder)."""
     fields: list[Any] = []
     for c in sorted(columns, key=lambda c: c.nullable):  # fields with defaults go last
-        kind = TYPES[c.type][1]
+        kind = str if timestamps_as_text and c.type == "timestamp" else TYPES[c.type][1]
         if c.nullable:
             # Raw takes any JSON value, null included, so it needs no Optional
             fields.append((c.name, kind if c.type == "json" else kind | None, None))
