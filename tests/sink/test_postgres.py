@@ -95,3 +95,33 @@ def test_an_application_role_without_database_create_can_set_up(pg_dsn: str) -> 
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             conn.execute(f'DROP OWNED BY "{role}"')
             conn.execute(f'DROP ROLE "{role}"')
+
+
+def test_an_offsets_table_without_counters_is_upgraded(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("CREATE TABLE veltrix_offsets (pipeline text NOT NULL, topic text NOT "
+                     "NULL, partition integer NOT NULL, next_offset bigint, owner_epoch bigint "
+                     "NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT now(), "
+                     "PRIMARY KEY (pipeline, topic, partition))")
+        conn.execute("INSERT INTO veltrix_offsets VALUES ('p', 'topic', 0, 7, 3)")
+    s = sink(pg_dsn)
+    try:
+        s.setup(SCHEMA)
+        epoch = s.claim([0])[0].epoch
+        batch = pa.RecordBatch.from_pylist([{"user_id": 1, "amount": 1.0, "_kafka_offset": 7}],
+                                           SCHEMA)
+        s.write(batch, [], [Advance(0, 7, 8, epoch, rows=1)])
+        assert s.totals()[0].next_offset == 8 and s.totals()[0].rows == 1
+    finally:
+        s.close()
+
+
+def test_connections_get_keepalives_unless_the_dsn_sets_them(pg_dsn: str) -> None:
+    s = sink(pg_dsn + "?keepalives_idle=42")
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(s._conninfo())
+        assert params["keepalives_idle"] == "42" and params["keepalives"] == "1"
+        assert params["application_name"] == "veltrix-ray"
+        s.setup(SCHEMA)  # and it connects
+    finally:
+        s.close()

@@ -18,6 +18,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from veltrix_ray.batch.decode import BadRecord
 from veltrix_ray.config.schema import VeltrixConfig
@@ -104,13 +105,21 @@ class PostgresSink:
 
     def _connect(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            conn = psycopg.connect(self.dsn, connect_timeout=self.connect_timeout_s,
-                                   application_name=self.application_name)
+            conn = psycopg.connect(self._conninfo())
             # COPY gets timestamps as UTC wall-clock text: writing zone suffixes is 10x slower
             conn.execute("SET TIME ZONE 'UTC'")
             conn.commit()
             self._conn = conn
         return self._conn
+
+    def _conninfo(self) -> str:
+        """The DSN plus our defaults for what it leaves unset: TCP keepalives turn a silently
+        dead server or network into an error (then a retry) instead of a hang."""
+        params = conninfo_to_dict(self.dsn)
+        defaults: dict[str, str | int] = {"connect_timeout": self.connect_timeout_s,
+                    "application_name": self.application_name, "keepalives": 1,
+                    "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+        return make_conninfo(self.dsn, **{k: v for k, v in defaults.items() if k not in params})
 
     def close(self) -> None:
         if self._conn is not None:
@@ -169,6 +178,7 @@ class PostgresSink:
                     "DEFAULT 0, rows_total bigint NOT NULL DEFAULT 0, dead_letters_total bigint "
                     "NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT now(), "
                     "PRIMARY KEY (pipeline, topic, partition))").format(self._offsets))
+                self._upgrade_offsets(cur)
                 cur.execute(sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, pipeline text NOT "
                     "NULL, topic text NOT NULL, partition integer NOT NULL, \"offset\" bigint NOT "
@@ -197,6 +207,17 @@ class PostgresSink:
                     self._target, sql.SQL(", ").join(defs)))
 
         self._retrying(f"setting up {self.table_name}", run)
+
+    def _upgrade_offsets(self, cur: psycopg.Cursor) -> None:
+        """Add the counters to an offsets table made before they existed (only then: ALTER
+        TABLE would lock out the other pipelines' commits even when it has nothing to do)."""
+        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                    "AND table_name = %s", (self.db_schema, OFFSETS))
+        have = {name for (name,) in cur.fetchall()}
+        for column in ("rows_total", "dead_letters_total"):
+            if column not in have:
+                cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint NOT NULL DEFAULT 0")
+                            .format(self._offsets, sql.Identifier(column)))
 
     def _columns(self, cur: psycopg.Cursor) -> dict[str, tuple[str, bool]]:
         cur.execute("SELECT column_name, data_type, is_nullable = 'YES' FROM "
