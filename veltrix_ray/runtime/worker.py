@@ -192,7 +192,7 @@ class PartitionWorker:
                     st.high_watermark = max(hw, st.stop_at or 0)
             if not data:
                 await self._finish_commit()
-                await self._skip_gaps(consumer, tps, active)
+                await self._skip_gaps(consumer, active)
                 continue
             await self._process(self._fetched(data))
         await self._finish_commit()
@@ -275,8 +275,7 @@ class PartitionWorker:
             stamps += [r.timestamp for r in records]
         return Fetched(parts, offsets, keys, values, stamps, spans, self.spec.settings.kafka.topic)
 
-    async def _skip_gaps(self, consumer: Any, tps: dict[int, TopicPartition],
-                         active: list[TopicPartition]) -> None:
+    async def _skip_gaps(self, consumer: Any, active: list[TopicPartition]) -> None:
         """An idle partition whose position moved past its last record (transaction markers,
         compaction) commits that position, so that lag and `until=drained` can reach zero."""
         advances = []
@@ -285,9 +284,7 @@ class PartitionWorker:
             position = await consumer.position(tp)
             if st.stop_at is not None:
                 position = min(position, st.stop_at)
-            if st.next_offset is None or position > st.next_offset:
-                if st.next_offset is None and position == 0:
-                    continue
+            if position > (st.next_offset or 0):
                 advances.append(Advance(tp.partition, st.next_offset, position, st.epoch))
         if advances:
             empty = pa.RecordBatch.from_pylist([], schema=self.spec.output_schema)
