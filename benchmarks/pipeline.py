@@ -22,8 +22,9 @@ from aiokafka import AIOKafkaConsumer
 from psycopg import sql
 
 from veltrix_ray import Pipeline, load_config
-from veltrix_ray.batch import Decoder, Fetched, columns_from_config
+from veltrix_ray.batch import Decoder, columns_from_config
 from veltrix_ray.config import to_settings
+from veltrix_ray.contracts import Fetched
 from veltrix_ray.local import LocalStack
 from veltrix_ray.produce import generate, produce
 from veltrix_ray.sink.ddl import pg_type

@@ -3,7 +3,8 @@
 import pyarrow as pa
 import pytest
 
-from veltrix_ray.batch import Column, Decoder, Fetched
+from veltrix_ray.batch import Column, Decoder
+from veltrix_ray.contracts import Fetched
 
 pytestmark = pytest.mark.unit
 

@@ -24,10 +24,11 @@ from veltrix_ray import (
     VeltrixError,
     load_config,
 )
+from veltrix_ray.contracts import Advance, WriteBatch
 from veltrix_ray.local.kafka import KafkaBroker
 from veltrix_ray.local.postgres import LocalPostgres
 from veltrix_ray.local.procs import free_port
-from veltrix_ray.sink import Advance, PostgresSink
+from veltrix_ray.sink import PostgresSink
 from veltrix_ray.source.admin import ensure_topic
 
 from .helpers import Background, assert_exact, committed_rows, fill, offsets, overrides
@@ -93,14 +94,14 @@ def test_stale_owner_is_fenced_and_writes_nothing(pg_dsn: str) -> None:
         batch = pa.RecordBatch.from_pylist([{"event_id": "a"}, {"event_id": "b"}], schema)
         with pytest.raises(FencedError, match=r"partition\(s\) 0 \(epoch 1\) now belong to a "
                                               r"newer owner"):
-            sink.write(batch, [], [Advance(0, None, 2, stale.epoch)])
+            sink.write(WriteBatch(batch, [], [Advance(0, None, 2, stale.epoch)]))
         with psycopg.connect(pg_dsn) as conn:
             assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
             assert conn.execute("SELECT next_offset, owner_epoch FROM veltrix_offsets"
                                 ).fetchone() == (None, 2)
-        sink.write(batch, [], [Advance(0, None, 2, owner.epoch)])
+        sink.write(WriteBatch(batch, [], [Advance(0, None, 2, owner.epoch)]))
         with pytest.raises(FencedError):  # a replay of the same batch by the stale owner
-            sink.write(batch, [], [Advance(0, 2, 4, stale.epoch)])
+            sink.write(WriteBatch(batch, [], [Advance(0, 2, 4, stale.epoch)]))
         with psycopg.connect(pg_dsn) as conn:
             assert sorted(r[0] for r in conn.execute("SELECT event_id FROM events")) == ["a", "b"]
             assert conn.execute("SELECT next_offset FROM veltrix_offsets").fetchone() == (2,)

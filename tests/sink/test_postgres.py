@@ -6,9 +6,9 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from veltrix_ray.batch.decode import BadRecord
+from veltrix_ray.contracts import Advance, DeadLetter, WriteBatch
 from veltrix_ray.errors import ConfigError
-from veltrix_ray.sink import Advance, PostgresSink
+from veltrix_ray.sink import PostgresSink
 
 SCHEMA = pa.schema([pa.field("user_id", pa.int64(), nullable=False),
                     pa.field("amount", pa.float64()), pa.field("_kafka_offset", pa.int64())])
@@ -27,7 +27,7 @@ def test_hostile_identifiers_are_quoted_not_executed(pg_dsn: str) -> None:
         claim = s.claim([0])[0]
         batch = pa.RecordBatch.from_pylist([{"user_id": 1, "amount": 2.5, "_kafka_offset": 0}],
                                            SCHEMA)
-        s.write(batch, [], [Advance(0, None, 1, claim.epoch)])
+        s.write(WriteBatch(batch, [], [Advance(0, None, 1, claim.epoch)]))
     finally:
         s.close()
     with psycopg.connect(pg_dsn) as conn:
@@ -59,10 +59,12 @@ def test_upsert_into_a_users_table_with_extra_columns(pg_dsn: str) -> None:
         epoch = s.claim([0])[0].epoch
         rows = [{"user_id": u, "amount": float(i), "_kafka_offset": i}
                 for i, u in enumerate([1, 2, 1, 3, 1])]
-        bad = [BadRecord(0, 5, b"k", b"\xff", "value is not valid UTF-8")]
-        s.write(pa.RecordBatch.from_pylist(rows, SCHEMA), bad, [Advance(0, None, 6, epoch)])
-        s.write(pa.RecordBatch.from_pylist([{"user_id": 2, "amount": 9.0, "_kafka_offset": 6}],
-                                           SCHEMA), [], [Advance(0, 6, 7, epoch)])
+        bad = [DeadLetter(0, 5, b"k", b"\xff", "value is not valid UTF-8")]
+        s.write(WriteBatch(pa.RecordBatch.from_pylist(rows, SCHEMA), bad,
+                           [Advance(0, None, 6, epoch)]))
+        s.write(WriteBatch(pa.RecordBatch.from_pylist(
+            [{"user_id": 2, "amount": 9.0, "_kafka_offset": 6}], SCHEMA), [],
+            [Advance(0, 6, 7, epoch)]))
     finally:
         s.close()
     with psycopg.connect(pg_dsn) as conn:
@@ -110,7 +112,7 @@ def test_an_offsets_table_without_counters_is_upgraded(pg_dsn: str) -> None:
         epoch = s.claim([0])[0].epoch
         batch = pa.RecordBatch.from_pylist([{"user_id": 1, "amount": 1.0, "_kafka_offset": 7}],
                                            SCHEMA)
-        s.write(batch, [], [Advance(0, 7, 8, epoch, rows=1)])
+        s.write(WriteBatch(batch, [], [Advance(0, 7, 8, epoch, rows=1)]))
         assert s.totals()[0].next_offset == 8 and s.totals()[0].rows == 1
     finally:
         s.close()

@@ -5,59 +5,21 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from operator import attrgetter
 
 import msgspec
 import pyarrow as pa
 
 from veltrix_ray.batch.schema import METADATA, Column, arrow_schema, decoding_type
+from veltrix_ray.contracts import DeadLetter, Fetched, Reason
 
 _BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
-class Fetched:
-    """One fetch of one worker, column-wise; offsets ascend within each partition."""
-
-    partitions: list[int]
-    offsets: list[int]
-    keys: list[bytes | None]
-    values: list[bytes | None]
-    timestamps: list[int]
-
-    # partition -> (first position, count); each partition's records are contiguous
-    spans: dict[int, tuple[int, int]] = field(default_factory=dict)
-    topic: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.spans and self.partitions:
-            for i, p in enumerate(self.partitions):
-                first, n = self.spans.get(p, (i, 0))
-                self.spans[p] = (first, n + 1)
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    @cached_property
-    def nbytes(self) -> int:
-        return sum(len(v) for v in self.values if v is not None)
-
-
-@dataclass
-class BadRecord:
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    error: str
-    index: int = -1  # position in its fetch
-
-
-@dataclass
 class Decoded:
     batch: pa.RecordBatch  # the good rows: schema columns + Kafka metadata columns
-    bad: list[BadRecord] = field(default_factory=list)
+    bad: list[DeadLetter] = field(default_factory=list)
     good: list[int] | None = None  # fetch positions of the batch's rows (None: all of them)
 
 
@@ -81,7 +43,7 @@ class Decoder:
     def decode(self, fetched: Fetched) -> Decoded:
         values = fetched.values
         good: list[int] | None = None
-        bad: list[BadRecord] = []
+        bad: list[DeadLetter] = []
         rows: list[msgspec.Struct] = []
         if all(v is not None and len(v) <= self.max_record_bytes for v in values):
             try:
@@ -99,8 +61,7 @@ class Decoder:
                     good.append(i)
                     rows.append(row)
                 else:
-                    bad.append(BadRecord(fetched.partitions[i], fetched.offsets[i],
-                                         fetched.keys[i], value, str(error), i))
+                    bad.append(fetched.dead_letter(i, str(error), Reason.DECODE))
         return Decoded(self._to_batch(rows, fetched, good), bad, good)
 
     def _decode_one(self, value: bytes | None) -> tuple[msgspec.Struct | None, str | None]:

@@ -23,11 +23,12 @@ from ray.exceptions import (
 
 from veltrix_ray.batch import Decoder, columns_from_config
 from veltrix_ray.config.schema import VeltrixConfig
+from veltrix_ray.contracts import Totals
 from veltrix_ray.errors import ConfigError, VeltrixError
 from veltrix_ray.runtime.assignment import assign, moved
 from veltrix_ray.runtime.budget import Budget
 from veltrix_ray.runtime.worker import PartitionWorker, WorkerSpec
-from veltrix_ray.sink import Totals, make_sink, written
+from veltrix_ray.sink import make_sink, written
 from veltrix_ray.source.admin import partition_count
 from veltrix_ray.source.kafka import client_options
 from veltrix_ray.transform import build_chain

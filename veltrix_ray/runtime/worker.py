@@ -17,12 +17,13 @@ import pyarrow.compute as pc
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
-from veltrix_ray.batch import BadRecord, Decoded, Decoder, Fetched, columns_from_config
+from veltrix_ray.batch import Decoded, Decoder, columns_from_config
 from veltrix_ray.config.schema import VeltrixConfig
+from veltrix_ray.contracts import Advance, Claim, DeadLetter, Fetched, Reason, WriteBatch
 from veltrix_ray.errors import FencedError, TransformError, VeltrixError
 from veltrix_ray.runtime.budget import Budget, Watchdog
 from veltrix_ray.runtime.deadletters import DeadLetterLimit
-from veltrix_ray.sink import Advance, Claim, make_sink
+from veltrix_ray.sink import make_sink
 from veltrix_ray.source.kafka import close_consumer, open_consumer, start_offsets
 from veltrix_ray.transform import build_chain
 
@@ -338,7 +339,7 @@ class PartitionWorker:
                        [b for b in decoded.bad if b.partition not in failed]), failed
 
     def _transform(self, fetched: Fetched,
-                   decoded: Decoded) -> tuple[pa.RecordBatch, list[BadRecord]]:
+                   decoded: Decoded) -> tuple[pa.RecordBatch, list[DeadLetter]]:
         try:
             return self.chain(decoded.batch), decoded.bad
         except Exception as exc:
@@ -356,18 +357,19 @@ class PartitionWorker:
             offs = offsets.to_pylist()
             keys = decoded.batch.column("_kafka_key").to_pylist()
             index = decoded.good if decoded.good is not None else range(len(fetched))
-            moved = [BadRecord(p, o, k, fetched.values[i], error, i)
+            moved = [DeadLetter(p, o, k, fetched.values[i], error, Reason.TRANSFORM, i)
                      for p, o, k, i in zip(part, offs, keys, index, strict=False)]
             empty = pa.RecordBatch.from_pylist([], schema=self.spec.output_schema)
             return empty, decoded.bad + moved
 
     # -- commits: one in flight while the next batch is fetched and decoded --------------------
 
-    async def _submit(self, batch: pa.RecordBatch, bad: list[BadRecord],
+    async def _submit(self, batch: pa.RecordBatch, bad: list[DeadLetter],
                       advances: list[Advance], nbytes: int, rows: dict[int, int],
                       dead: dict[int, int]) -> None:
         await self._finish_commit()
-        task = asyncio.ensure_future(asyncio.to_thread(self.sink.write, batch, bad, advances))
+        write = WriteBatch(batch, bad, advances)
+        task = asyncio.ensure_future(asyncio.to_thread(self.sink.write, write))
         self._commit = _Commit(task, nbytes, rows, dead, advances)
         for a in advances:  # the next batch of a partition continues where this one ends
             self.states[a.partition].next_offset = a.new

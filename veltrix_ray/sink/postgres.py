@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TypeVar
 
 import psycopg
@@ -20,8 +19,8 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from veltrix_ray.batch.decode import BadRecord
 from veltrix_ray.config.schema import VeltrixConfig
+from veltrix_ray.contracts import Advance, Claim, DeadLetter, Totals, WriteBatch
 from veltrix_ray.errors import ConfigError, FencedError, SinkError
 from veltrix_ray.sink.ddl import incompatibilities, pg_type
 
@@ -40,34 +39,6 @@ TRANSIENT: tuple[type[Exception], ...] = (
     psycopg.errors.AdminShutdown,
     psycopg.errors.CannotConnectNow,
 )
-
-
-@dataclass(frozen=True)
-class Advance:
-    """Partition `partition` moves from `expected` (None: never committed) to `new`."""
-
-    partition: int
-    expected: int | None
-    new: int
-    epoch: int
-    rows: int = 0  # rows and dead letters the batch writes for this partition
-    dead_letters: int = 0
-
-
-@dataclass(frozen=True)
-class Totals:
-    """What a partition has committed so far, over all runs (durable, exact)."""
-
-    next_offset: int | None
-    rows: int
-    dead_letters: int
-
-
-@dataclass(frozen=True)
-class Claim:
-    partition: int
-    next_offset: int | None
-    epoch: int
 
 
 def written(schema: pa.Schema) -> pa.Schema:
@@ -265,9 +236,9 @@ class PostgresSink:
 
     # -- the exactly-once write -------------------------------------------------------------
 
-    def write(self, batch: pa.RecordBatch, bad: Sequence[BadRecord],
-              advances: Sequence[Advance]) -> None:
+    def write(self, wb: WriteBatch) -> list[DeadLetter]:
         """Apply one batch in one transaction; FencedError if another owner took over."""
+        batch, bad, advances = wb.rows, wb.dead_letters, wb.advances
         csv_rows = self._csv(batch) if batch.num_rows else b""
         attempt = 0
 
@@ -297,6 +268,7 @@ class PostgresSink:
                 "or pipeline.columns / the transforms, then run again (the batch is replayed "
                 "from the stored offsets)."
             ) from exc
+        return []
 
     def _advance(self, cur: psycopg.Cursor, advances: Sequence[Advance]) -> bool:
         cur.execute(sql.SQL(
@@ -370,7 +342,7 @@ class PostgresSink:
             t=self._target, cols=cols, keys=keys, s=stage, q=sql.Identifier(_SEQ),
             action=action))
 
-    def _copy_dead(self, cur: psycopg.Cursor, bad: Sequence[BadRecord]) -> None:
+    def _copy_dead(self, cur: psycopg.Cursor, bad: Sequence[DeadLetter]) -> None:
         with cur.copy(sql.SQL("COPY {} (pipeline, topic, partition, \"offset\", key, value, "
                               "error) FROM STDIN").format(self._dead)) as cp:
             for b in bad:
