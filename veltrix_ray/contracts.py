@@ -120,6 +120,11 @@ class WriteBatch:
         return self.fetched.dead_letter(self.origin[row], error, Reason.SINK)
 
 
+def written(schema: pa.Schema) -> pa.Schema:
+    """The columns a sink writes: those starting with '_' (Kafka metadata) are not."""
+    return pa.schema([f for f in schema if not f.name.startswith("_")])
+
+
 class PartitionSource(Protocol):
     """Records of an explicit set of partitions of one topic (no consumer group)."""
 

@@ -191,8 +191,8 @@ def _postgres(s: VeltrixConfig) -> Area:
 
 def _written_schema(s: VeltrixConfig) -> pa.Schema | None:
     """The columns the sink writes; None when the pipeline is broken (a static error says so)."""
-    from veltrix_ray.runtime.coordinator import output_schema
     from veltrix_ray.sink import written
+    from veltrix_ray.transform import output_schema
 
     try:
         return written(output_schema(s))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from veltrix_ray.config.budget import Budget
+from veltrix_ray.config.parse import parse_start
 from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.errors import ConfigError
 
@@ -24,10 +26,8 @@ def _choice(findings: list[Finding], key: str, value: object, allowed: tuple[str
 
 
 def static_findings(s: VeltrixConfig) -> list[Finding]:
-    from veltrix_ray.runtime.budget import Budget
-    from veltrix_ray.runtime.coordinator import output_schema
-    from veltrix_ray.sink import written
-    from veltrix_ray.source.kafka import parse_start
+    from veltrix_ray.contracts import written
+    from veltrix_ray.transform import output_schema
 
     f: list[Finding] = []
     _choice(f, "until", s.until, ("forever", "drained"))

@@ -1,36 +1,15 @@
-"""Per-worker memory budget: sizes derived from it, and the RSS watchdog that enforces it."""
+"""The RSS watchdog that enforces a worker's memory budget (derived in config.budget)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import psutil
 
-from veltrix_ray.config.schema import MemoryConfig
-from veltrix_ray.errors import ConfigError, MemoryBudgetExceeded
+from veltrix_ray.config.budget import MIB, Budget
+from veltrix_ray.errors import MemoryBudgetExceeded
 
-MIB = 2**20
-
-
-@dataclass(frozen=True)
-class Budget:
-    budget_bytes: int
-    batch_bytes: int  # fetch size and batch byte cap
-    high_water_bytes: int  # above this many bytes held, fetching pauses
-
-    @classmethod
-    def derive(cls, memory_mb: int, memory: MemoryConfig) -> Budget:
-        working = (memory_mb - memory.overhead_mb) * MIB
-        batch = int(working / (memory.expansion * memory.inflight_batches))
-        if batch < 64 * 1024:
-            need = memory.overhead_mb + (64 * 1024 * memory.expansion *
-                                         memory.inflight_batches) // MIB + 1
-            raise ConfigError(
-                f"topology.memory_mb={memory_mb} leaves {max(working, 0) // MIB} MiB above the "
-                f"worker's fixed overhead (topology.memory.overhead_mb={memory.overhead_mb}); "
-                f"batches would be under 64 KiB. Raise topology.memory_mb to at least {need}.")
-        return cls(memory_mb * MIB, batch, batch * (memory.inflight_batches - 1))
+__all__ = ["MIB", "Budget", "Watchdog"]
 
 
 class Watchdog:

@@ -21,17 +21,16 @@ from ray.exceptions import (
     RayTaskError,
 )
 
-from veltrix_ray.batch import Decoder, columns_from_config
 from veltrix_ray.config.schema import VeltrixConfig
-from veltrix_ray.contracts import Totals
+from veltrix_ray.contracts import Totals, written
 from veltrix_ray.errors import ConfigError, VeltrixError
 from veltrix_ray.runtime.assignment import assign, moved
 from veltrix_ray.runtime.budget import Budget
 from veltrix_ray.runtime.worker import PartitionWorker, WorkerSpec
-from veltrix_ray.sink import make_sink, written
+from veltrix_ray.sink import make_sink
 from veltrix_ray.source.admin import partition_count
 from veltrix_ray.source.kafka import client_options
-from veltrix_ray.transform import build_chain
+from veltrix_ray.transform import output_schema
 
 log = logging.getLogger(__name__)
 NAMESPACE = "veltrix"
@@ -39,13 +38,6 @@ NAMESPACE = "veltrix"
 
 def coordinator_name(pipeline: str) -> str:
     return f"veltrix:{pipeline}"
-
-
-def output_schema(settings: VeltrixConfig) -> pa.Schema:
-    """What the transform chain makes of a decoded batch (run once on an empty batch)."""
-    decoder = Decoder(columns_from_config(settings.pipeline.columns), 1)
-    empty = pa.RecordBatch.from_pylist([], schema=decoder.full_schema)
-    return build_chain(settings.pipeline.transforms)(empty).schema
 
 
 @dataclass
@@ -82,6 +74,8 @@ class Coordinator:
         self._baseline: dict[int, Totals] = {}
         self._final: dict[int, Totals] = {}
         self._rescaling = asyncio.Lock()
+        # partitions the dead-letter limit stopped, and why: no later owner resumes them
+        self._stopped: dict[int, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -128,7 +122,8 @@ class Coordinator:
         assert self._schema is not None
         claims = await asyncio.to_thread(self._sink.claim, slot.partitions)
         name = f"{coordinator_name(s.pipeline.name)}:w{slot.index}.{slot.incarnation}"
-        spec = WorkerSpec(s, name, slot.partitions, claims, self._budget, written(self._schema))
+        spec = WorkerSpec(s, name, slot.partitions, claims, self._budget, written(self._schema),
+                          self._stopped_of(slot.partitions))
         options: dict[str, Any] = {
             "name": name, "namespace": NAMESPACE, "num_cpus": s.topology.num_cpus,
             "memory": s.topology.memory_mb * 2**20, "max_restarts": 0,
@@ -173,7 +168,7 @@ class Coordinator:
                     if gain:
                         claims = await asyncio.to_thread(self._sink.claim, gain)
                         try:
-                            await slot.actor.acquire.remote(claims)
+                            await slot.actor.acquire.remote(claims, self._stopped_of(gain))
                         except (RayActorError, RayTaskError):
                             # it finished or died meanwhile: a fresh worker takes the whole set
                             await self._retire(slot)
@@ -229,6 +224,7 @@ class Coordinator:
     async def _finished(self, slot: _Slot, ref: Any) -> None:
         try:
             slot.last = await ref
+            self._note_stopped(slot.last)
             slot.done = True
         except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
             if self._stopping:
@@ -259,7 +255,16 @@ class Coordinator:
             slot.done = True
             await self.stop()
 
+    def _stopped_of(self, partitions: list[int]) -> dict[int, str]:
+        return {p: self._stopped[p] for p in partitions if p in self._stopped}
+
+    def _note_stopped(self, report: dict[str, Any]) -> None:
+        for p, info in report.get("partitions", {}).items():
+            if info.get("error"):
+                self._stopped[p] = info["error"]
+
     def _bank_report(self, partitions: dict[int, dict[str, Any]]) -> None:
+        self._note_stopped({"partitions": partitions})
         for p, info in partitions.items():
             rows, dead = self._banked.get(p, (0, 0))
             self._banked[p] = (rows + info["rows"], dead + info["dead_letters"])
@@ -275,6 +280,7 @@ class Coordinator:
         for call in done:
             try:
                 calls[call].last = call.result()
+                self._note_stopped(calls[call].last)
             except RayError:  # a dying worker: supervision sees it through its run
                 continue
 

@@ -63,10 +63,16 @@ class RunSummary:
     def commit_latency_ms(self, q: float) -> float:
         return _pct(self.latencies, q) * 1000
 
+    @property
+    def stopped(self) -> list[int]:
+        """Partitions the dead-letter limit stopped."""
+        return sorted(p for p, i in self.partitions.items() if i["error"])
+
     def line(self) -> str:
+        stopped = f"  STOPPED partitions {self.stopped}" if self.stopped else ""
         return (f"{self.rows:>12,} rows  {self.dead_letters:>8,} dead letters  "
                 f"{self.events_per_s:>10,.0f} events/s  lag {self.lag:>10,}  "
-                f"{self.elapsed_s:7.1f}s")
+                f"{self.elapsed_s:7.1f}s{stopped}")
 
     def table(self) -> str:
         out = [f"pipeline {self.pipeline}  topic {self.topic}",
@@ -79,7 +85,7 @@ class RunSummary:
             rate = i["rows"] / self.processing_s if self.processing_s else 0.0
             out.append(f"{p:>9} {str(i['worker']):>6} {str(committed):>12} {str(hw):>12} "
                        f"{lag:>9} {i['rows']:>10,} {i['dead_letters']:>8,} {rate:>9,.0f}  "
-                       f"{(i['error'] or '')[:60]}")
+                       f"{'stopped (dead-letter limit)' if i['error'] else ''}")
         for w in self.workers:
             out.append(f"worker {w['worker']}: peak RSS {w['peak_rss'] / 2**20:,.0f} MiB of "
                        f"{w['budget_bytes'] / 2**20:,.0f} MiB budget, {w['batches']} batches, "

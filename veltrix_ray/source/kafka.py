@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
+from veltrix_ray.config.parse import parse_start
 from veltrix_ray.config.schema import KafkaConfig
-from veltrix_ray.errors import ConfigError
+from veltrix_ray.contracts import Fetched
 
 
 def client_options(cfg: KafkaConfig) -> dict[str, Any]:
@@ -59,20 +59,6 @@ async def close_consumer(consumer: AIOKafkaConsumer) -> None:
             raise
 
 
-def parse_start(start: str) -> str | int:
-    """earliest | latest | an ISO-8601 timestamp (-> epoch milliseconds)."""
-    if start in ("earliest", "latest"):
-        return start
-    try:
-        ts = dt.datetime.fromisoformat(start)
-    except ValueError as exc:
-        raise ConfigError(f"kafka.start={start!r} is not earliest, latest or an ISO-8601 "
-                          "timestamp such as 2026-11-26T00:00:00+00:00.") from exc
-    if ts.tzinfo is None:
-        raise ConfigError(f"kafka.start={start!r} has no time zone; add one, e.g. +00:00.")
-    return int(ts.timestamp() * 1000)
-
-
 async def start_offsets(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition],
                         start: str) -> dict[TopicPartition, int]:
     """Where partitions with no stored offset begin."""
@@ -84,3 +70,71 @@ async def start_offsets(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition
         return ends
     found = await consumer.offsets_for_times({tp: where for tp in tps})
     return {tp: (found[tp].offset if found.get(tp) is not None else ends[tp]) for tp in tps}
+
+
+class KafkaSource:
+    """PartitionSource over aiokafka: exactly the bound partitions of one topic, read from
+    offsets stored elsewhere (PostgreSQL), so there is no consumer group to rebalance."""
+
+    def __init__(self, cfg: KafkaConfig, consumer: AIOKafkaConsumer) -> None:
+        self.cfg = cfg
+        self.consumer = consumer
+        self._tps: dict[int, TopicPartition] = {}
+        self._paused: set[TopicPartition] = set()
+
+    @classmethod
+    async def open(cls, cfg: KafkaConfig, batch_bytes: int, client_id: str) -> KafkaSource:
+        return cls(cfg, await open_consumer(cfg, batch_bytes, client_id))
+
+    async def bind(self, positions: Mapping[int, int | None]) -> dict[int, int]:
+        self._tps = {p: TopicPartition(self.cfg.topic, p) for p in positions}
+        self.consumer.assign(list(self._tps.values()))
+        self._paused = set()
+        fresh = [self._tps[p] for p, offset in positions.items() if offset is None]
+        starts = await start_offsets(self.consumer, fresh, self.cfg.start) if fresh else {}
+        out = {}
+        for p, offset in positions.items():
+            out[p] = starts[self._tps[p]] if offset is None else offset
+            self.consumer.seek(self._tps[p], out[p])
+        return out
+
+    async def fetch(self, partitions: Sequence[int], max_records: int) -> Fetched:
+        wanted = {self._tps[p] for p in partitions}
+        # partitions that are done or stopped: no prefetching of them either
+        idle = [tp for tp in self._tps.values() if tp not in wanted and tp not in self._paused]
+        if idle:
+            self.consumer.pause(*idle)
+            self._paused.update(idle)
+        if not wanted:
+            return Fetched([], [], [], [], [], topic=self.cfg.topic)
+        data = await self.consumer.getmany(*wanted, timeout_ms=self.cfg.fetch_wait_ms,
+                                           max_records=max_records)
+        parts: list[int] = []
+        offsets: list[int] = []
+        keys: list[bytes | None] = []
+        values: list[bytes | None] = []
+        stamps: list[int] = []
+        spans: dict[int, tuple[int, int]] = {}
+        for tp, records in data.items():
+            if not records:
+                continue
+            spans[tp.partition] = (len(parts), len(records))
+            parts += [tp.partition] * len(records)
+            offsets += [r.offset for r in records]
+            keys += [r.key for r in records]
+            values += [r.value for r in records]
+            stamps += [r.timestamp for r in records]
+        return Fetched(parts, offsets, keys, values, stamps, spans, self.cfg.topic)
+
+    def high_watermark(self, partition: int) -> int | None:
+        return self.consumer.highwater(self._tps[partition])  # type: ignore[no-any-return]
+
+    async def end_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
+        ends = await self.consumer.end_offsets([self._tps[p] for p in partitions])
+        return {tp.partition: int(offset) for tp, offset in ends.items()}
+
+    async def position(self, partition: int) -> int:
+        return int(await self.consumer.position(self._tps[partition]))
+
+    async def close(self) -> None:
+        await close_consumer(self.consumer)

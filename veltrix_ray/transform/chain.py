@@ -12,6 +12,8 @@ from hydra.errors import HydraException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from veltrix_ray.batch.schema import METADATA, arrow_schema, columns_from_config
+from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.errors import ConfigError
 
 Transform = Callable[[pa.RecordBatch], pa.RecordBatch]
@@ -42,15 +44,70 @@ def _build(i: int, node: Any) -> Transform:
     return built  # type: ignore[no-any-return]
 
 
-def build_chain(nodes: Sequence[Any]) -> Transform:
-    steps = [_build(i, n) for i, n in enumerate(nodes)]
+class TransformFailed(Exception):
+    """Transform `index` of pipeline.transforms raised `cause`."""
 
-    def chain(batch: pa.RecordBatch) -> pa.RecordBatch:
-        for step in steps:
-            batch = step(batch)
-            if not isinstance(batch, pa.RecordBatch):
-                raise TypeError(f"transform {step!r} returned {type(batch).__name__}, "
-                                "not a pyarrow.RecordBatch")
+    def __init__(self, index: int, name: str, cause: Exception) -> None:
+        super().__init__(f"pipeline.transforms[{index}] ({name}) raised "
+                         f"{type(cause).__name__}: {cause}")
+        self.index = index
+        self.name = name
+        self.cause = cause
+
+
+class Chain:
+    """The pipeline's transforms, applied in order to a batch."""
+
+    def __init__(self, steps: Sequence[tuple[str, Transform]]) -> None:
+        self.steps = list(steps)
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        for i, (name, step) in enumerate(self.steps):
+            try:
+                out = step(batch)
+            except Exception as exc:
+                raise TransformFailed(i, name, exc) from exc
+            if not isinstance(out, pa.RecordBatch):
+                raise TransformFailed(i, name, TypeError(
+                    f"returned {type(out).__name__}, not a pyarrow.RecordBatch"))
+            batch = out
         return batch
 
-    return chain
+    def isolating(self, batch: pa.RecordBatch,
+                  ) -> tuple[list[pa.RecordBatch], list[tuple[int, TransformFailed]]]:
+        """Apply the chain; when it raises, retry on halves until the rows that make it raise
+        are found. Returns the outputs of the parts that passed (in row order) and, per
+        failing row, its position in `batch` and the failure. Clean batches take one call."""
+        out: list[pa.RecordBatch] = []
+        failed: list[tuple[int, TransformFailed]] = []
+        pending = [(0, batch)]
+        while pending:
+            start, part = pending.pop()
+            try:
+                out.append(self(part))
+            except TransformFailed as exc:
+                if part.num_rows <= 1:
+                    failed.extend((start + i, exc) for i in range(part.num_rows))
+                    continue
+                half = part.num_rows // 2
+                # last in, first out: the first half is tried first, keeping row order
+                pending.append((start + half, part.slice(half)))
+                pending.append((start, part.slice(0, half)))
+        return out, failed
+
+
+def build_chain(nodes: Sequence[Any]) -> Chain:
+    return Chain([(_name(n), _build(i, n)) for i, n in enumerate(nodes)])
+
+
+def output_schema(settings: VeltrixConfig) -> pa.Schema:
+    """What the transform chain makes of a decoded batch (run once on an empty batch)."""
+    full = pa.unify_schemas([arrow_schema(columns_from_config(settings.pipeline.columns)),
+                             METADATA])
+    empty = pa.RecordBatch.from_pylist([], schema=full)
+    return build_chain(settings.pipeline.transforms)(empty).schema
+
+
+def _name(node: Any) -> str:
+    target = node.get("_target_") if hasattr(node, "get") else None
+    return str(target or node).rsplit(".", 1)[-1]

@@ -1,0 +1,215 @@
+"""A worker's loop over its two ends: fetch -> step -> commit, one commit in flight.
+
+Knows the source and the sink only through veltrix_ray.contracts, so unit tests run it with
+in-memory fakes; the Ray actor (worker.py) is a thin shell around it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from veltrix_ray.batch import Decoder, columns_from_config
+from veltrix_ray.config.schema import VeltrixConfig
+from veltrix_ray.contracts import (
+    Advance,
+    Claim,
+    Fetched,
+    OffsetSink,
+    PartitionSource,
+    WriteBatch,
+)
+from veltrix_ray.errors import VeltrixError
+from veltrix_ray.runtime.budget import Budget, Watchdog
+from veltrix_ray.runtime.committer import Committed, Committer
+from veltrix_ray.runtime.state import PartitionState
+from veltrix_ray.runtime.step import Step, clip
+from veltrix_ray.transform import build_chain
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Booked:
+    """What a submitted batch adds to the partitions' counters once it commits."""
+
+    nbytes: int
+    rows: dict[int, int] = field(default_factory=dict)
+    dead: dict[int, int] = field(default_factory=dict)
+
+
+class WorkerLoop:
+    def __init__(self, settings: VeltrixConfig, name: str, claims: Mapping[int, Claim],
+                 budget: Budget, output_schema: pa.Schema, source: PartitionSource,
+                 sink: OffsetSink, stopped: Mapping[int, str] | None = None,
+                 watchdog: Watchdog | None = None) -> None:
+        s = settings
+        self.settings = settings
+        self.name = name
+        self.budget = budget
+        self.output_schema = output_schema
+        self.source = source
+        self.sink = sink
+        self.states = {p: self._state(c) for p, c in claims.items()}
+        for p, why in (stopped or {}).items():  # stopped earlier in this run: stays stopped
+            if p in self.states:
+                self.states[p].stopped = why
+        decoder = Decoder(columns_from_config(s.pipeline.columns), s.pipeline.max_record_bytes)
+        self.step = Step(name, decoder, build_chain(s.pipeline.transforms), output_schema,
+                         s.pipeline.on_transform_error)
+        self.committer: Committer[_Booked] = Committer(sink)
+        self.watchdog = watchdog or Watchdog(budget, name, sorted(claims))
+        self.held_bytes = 0
+        self.batches = 0
+        self.latencies: deque[float] = deque(maxlen=10_000)
+        self.first_data_at: float | None = None  # wall clock of the first records fetched
+        self.stopping = False
+        self._changes: list[tuple[str, Any, asyncio.Future[Any]]] = []
+
+    def _state(self, claim: Claim) -> PartitionState:
+        return PartitionState(claim.partition, claim.epoch, claim.next_offset,
+                              self.settings.pipeline.dead_letters)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._loop()
+            await self._finish_commit()
+        except BaseException:
+            await self.committer.abandon()
+            raise
+        finally:
+            self._abandon_changes()
+
+    async def _loop(self) -> None:
+        s = self.settings
+        await self._bind()
+        while not self.stopping:
+            if self._changes:
+                await self._finish_commit()
+                self._apply_changes()
+                await self._bind()
+                continue
+            self.watchdog.check(self.held_bytes)
+            active = [p for p, st in self.states.items() if not st.done]
+            if not active:
+                break
+            if self.committer.in_flight and self.held_bytes >= self.budget.high_water_bytes:
+                await self._finish_commit()  # backpressure: no new fetch until one commits
+                continue
+            fetched = await self.source.fetch(active, s.batch.max_records)
+            for p, st in self.states.items():
+                hw = self.source.high_watermark(p)
+                if hw is not None:
+                    st.high_watermark = max(hw, st.stop_at or 0)
+            fetched = clip(fetched, {p: st.stop_at for p, st in self.states.items()
+                                     if st.stop_at is not None})
+            if not len(fetched):
+                await self._finish_commit()
+                await self._skip_gaps(active)
+                continue
+            await self._process(fetched)
+
+    async def _bind(self) -> None:
+        """Read exactly this worker's partitions, each from its stored offset (or
+        kafka.start); until=drained fixes a new partition's end on arrival."""
+        await self.source.bind({p: st.next_offset for p, st in self.states.items()})
+        unset = [p for p, st in self.states.items() if st.stop_at is None]
+        if self.settings.until == "drained" and unset:
+            for p, end in (await self.source.end_offsets(unset)).items():
+                self.states[p].stop_at = end
+                self.states[p].high_watermark = end
+        self.watchdog.partitions = sorted(self.states)
+
+    async def _process(self, fetched: Fetched) -> None:
+        if self.first_data_at is None:
+            self.first_data_at = time.time()
+        self.held_bytes += fetched.nbytes
+        result = self.step(fetched, self.states)
+        self.watchdog.check(self.held_bytes)
+        for p, why in result.stopped.items():
+            self.states[p].stopped = why
+        if result.write is None:
+            self.held_bytes -= fetched.nbytes
+            return
+        await self._submit(result.write, _Booked(fetched.nbytes, result.rows, result.dead))
+
+    async def _skip_gaps(self, active: list[int]) -> None:
+        """An idle partition whose position moved past its last record (transaction markers,
+        compaction) commits that position, so that lag and `until=drained` can reach zero."""
+        advances = []
+        for p in active:
+            st = self.states[p]
+            position = await self.source.position(p)
+            if st.stop_at is not None:
+                position = min(position, st.stop_at)
+            if position > (st.next_offset or 0):
+                advances.append(Advance(p, st.next_offset, position, st.epoch))
+        if advances:
+            empty = pa.RecordBatch.from_pylist([], schema=self.output_schema)
+            await self._submit(WriteBatch(empty, [], advances), _Booked(0))
+            await self._finish_commit()
+
+    # -- commits -------------------------------------------------------------------------------
+
+    async def _submit(self, write: WriteBatch, booked: _Booked) -> None:
+        self._book(await self.committer.submit(write, booked))
+        for a in write.advances:  # the next batch of a partition continues where this one ends
+            self.states[a.partition].next_offset = a.new
+
+    async def _finish_commit(self) -> None:
+        self._book(await self.committer.finish())
+
+    def _book(self, done: Committed[_Booked] | None) -> None:
+        if done is None:
+            return
+        self.latencies.append(done.seconds)
+        self.held_bytes -= done.context.nbytes
+        self.batches += 1
+        for p, n in done.context.rows.items():
+            if p in self.states:
+                self.states[p].rows += n
+        for p, n in done.context.dead.items():
+            if p in self.states:
+                self.states[p].dead_letters += n
+        for bad in done.rejected:  # rows the database refused, dead-lettered instead
+            if bad.partition in self.states:
+                self.states[bad.partition].rows -= 1
+                self.states[bad.partition].dead_letters += 1
+
+    # -- ownership changes (rescale), applied between batches ----------------------------------
+
+    def reports(self) -> dict[int, dict[str, Any]]:
+        return {p: st.report() for p, st in self.states.items()}
+
+    async def change(self, kind: str, payload: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._changes.append((kind, payload, future))
+        return await future
+
+    def _apply_changes(self) -> None:
+        for kind, payload, future in self._changes:
+            if kind == "release":
+                future.set_result({p: self.states.pop(p).report()
+                                   for p in payload if p in self.states})
+            else:
+                claims, stopped = payload
+                for p, claim in claims.items():
+                    self.states[p] = self._state(claim)
+                    self.states[p].stopped = stopped.get(p)
+                future.set_result(None)
+        self._changes.clear()
+
+    def _abandon_changes(self) -> None:
+        for _, _, future in self._changes:
+            if not future.done():
+                future.set_exception(VeltrixError(f"{self.name} finished before the change"))
+        self._changes.clear()
+
