@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from veltrix_ray import Pipeline, SinkError, TransformError, load_config
+from veltrix_ray import DeadLetterLimitExceeded, Pipeline, SinkError, TransformError, load_config
 
 from .helpers import dead_letters, event_ids, fill, offsets, overrides
 
@@ -40,28 +40,28 @@ def test_kafka_metadata_columns_can_be_written(kafka_bootstrap: str, pg_dsn: str
     assert len(rows) == len(exp.good_at)
 
 
-def test_a_failing_transform_dead_letters_its_batch(kafka_bootstrap: str, pg_dsn: str,
-                                                    new_topic: Callable[[int], str]) -> None:
+def test_a_transform_failing_on_every_record_stops_at_the_dead_letter_limit(
+        kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
+    """A broken deploy stops its partitions instead of emptying the topic into dead letters."""
     topic = new_topic(2)
-    exp = fill(kafka_bootstrap, topic, 500, 2, bad_fraction=0.02)
-    summary = Pipeline(load_config(overrides(topic, pg_dsn, DIVIDE_BY_ZERO))).run()
+    fill(kafka_bootstrap, topic, 500, 2, bad_fraction=0.02)
+    with pytest.raises(DeadLetterLimitExceeded, match=r"partition 0 stopped at offset 0: \d+ "
+                       r"bad records in a row, over pipeline.dead_letters.max_consecutive=50"):
+        Pipeline(load_config(overrides(topic, pg_dsn, DIVIDE_BY_ZERO,
+                                       "pipeline.dead_letters.max_consecutive=50"))).run()
     assert event_ids(pg_dsn) == []
-    assert set(dead_letters(pg_dsn)) == exp.bad | set(exp.good_at)
-    with psycopg.connect(pg_dsn) as conn:
-        errors = {e for (e,) in conn.execute("SELECT error FROM veltrix_dead_letters")}
-    assert "transform raised ArrowInvalid: divide by zero" in errors
-    assert offsets(pg_dsn, topic) == exp.high_watermarks
-    assert summary.dead_letters == 500
+    assert dead_letters(pg_dsn) == []
+    assert offsets(pg_dsn, topic) == {0: None, 1: None}
 
 
 def test_a_failing_transform_can_stop_the_pipeline(kafka_bootstrap: str, pg_dsn: str,
                                                    new_topic: Callable[[int], str]) -> None:
     topic = new_topic(1)
     fill(kafka_bootstrap, topic, 100, 1)
-    with pytest.raises(TransformError, match=r"a transform raised ArrowInvalid: divide by zero "
-                                             r"\(veltrix:events:w0.0, partitions \[0\], offsets "
-                                             r"0..99\).*pipeline.on_transform_error="
-                                             r"dead_letter"):
+    with pytest.raises(TransformError, match=r"pipeline.transforms\[0\] \(Compute\) raised "
+                                             r"ArrowInvalid: divide by zero \(veltrix:events:"
+                                             r"w0.0, partitions \[0\], offsets 0..99\).*"
+                                             r"pipeline.on_transform_error=dead_letter"):
         Pipeline(load_config(overrides(topic, pg_dsn, DIVIDE_BY_ZERO,
                                        "pipeline.on_transform_error=stop"))).run()
     assert offsets(pg_dsn, topic) == {0: None}
@@ -99,15 +99,20 @@ def test_start_latest_and_start_at_a_timestamp(kafka_bootstrap: str, pg_dsn: str
 
 def test_a_permanent_postgres_error_stops_with_table_partition_and_offsets(
         kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
+    """Not a data error of a row (those are dead-lettered): the table refuses every insert."""
     topic = new_topic(1)
     fill(kafka_bootstrap, topic, 300, 1)
     with psycopg.connect(pg_dsn) as conn:
         conn.execute("CREATE TABLE events (event_id text NOT NULL, ts timestamptz NOT NULL, "
-                     "user_id bigint NOT NULL, kind text NOT NULL CHECK (kind <> 'view'), "
-                     "amount double precision NOT NULL, country text NOT NULL, payload jsonb)")
+                     "user_id bigint NOT NULL, kind text NOT NULL, amount double precision "
+                     "NOT NULL, country text NOT NULL, payload jsonb)")
+        conn.execute("CREATE FUNCTION closed() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN RAISE EXCEPTION 'events is closed for maintenance'; END $$")
+        conn.execute("CREATE TRIGGER closed BEFORE INSERT ON events FOR EACH ROW "
+                     "EXECUTE FUNCTION closed()")
     with pytest.raises(SinkError, match=r"(?s)PostgreSQL rejected a batch for public.events "
-                                        r"\(partition 0 offsets start..299\): CheckViolation.*"
-                                        r"not retried"):
+                                        r"\(partition 0 offsets start..299\): RaiseException: "
+                                        r"events is closed for maintenance.*not retried"):
         Pipeline(load_config(overrides(topic, pg_dsn))).run()
     assert offsets(pg_dsn, topic) == {0: None}
     assert event_ids(pg_dsn) == []
