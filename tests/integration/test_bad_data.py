@@ -204,3 +204,22 @@ def test_a_transform_raising_for_one_event_dead_letters_only_that_record(
                           f"cannot take {event_id}")
     assert dead[0][4] == "transform"
     assert summary.ok and summary.dead_letters == 1
+
+
+def test_a_partition_stopped_by_the_limit_shows_in_the_summary_and_exit_status(
+        kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(2)
+    log: list[Sent] = []
+    send(kafka_bootstrap, topic, [(0, b"k", b"{not json") for _ in range(30)], log, good=False)
+    send(kafka_bootstrap, topic, [(1, b"k", json.dumps(
+        {"event_id": f"e{i}", "ts": "2026-11-26T10:00:00Z", "user_id": i, "kind": "view",
+         "amount": 1.5, "country": "DE"}).encode()) for i in range(50)], log, good=True)
+    proc = run_cli(["run", f"kafka.topic={topic}", f"postgres.dsn={pg_dsn}", "until=drained",
+                    "pipeline.dead_letters.max_consecutive=10", "progress_interval_s=0.2"])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err[-3000:]
+    assert "stopped (dead-letter limit)" in out
+    assert ("DeadLetterLimitExceeded: veltrix:events:w0.0: partition 0 stopped at offset 0: "
+            "30 bad records in a row, over pipeline.dead_letters.max_consecutive=10") in out
+    assert offsets(pg_dsn, topic) == {0: None, 1: 50}
+    assert dead_letters(pg_dsn) == []

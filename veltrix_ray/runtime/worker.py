@@ -68,7 +68,11 @@ class PartitionWorker:
 
     async def release(self, partitions: list[int]) -> dict[int, dict[str, Any]]:
         """Give partitions up after the batch in flight commits; returns their final state."""
-        assert self.loop is not None
+        if self.loop is None:  # not started yet: it will start without them
+            return {p: {"committed": self.spec.claims.pop(p).next_offset,
+                        "high_watermark": None, "rows": 0, "dead_letters": 0,
+                        "error": self.spec.stopped.get(p)}
+                    for p in partitions if p in self.spec.claims}
         if self.status != "running":
             return {p: self.loop.states.pop(p).report() for p in partitions
                     if p in self.loop.states}
