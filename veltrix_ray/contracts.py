@@ -7,6 +7,7 @@ The loop (veltrix_ray.runtime) knows only these; tests drive it with in-memory f
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -108,16 +109,29 @@ class WriteBatch:
     rows: pa.RecordBatch  # columns starting with '_' are not written
     dead_letters: list[DeadLetter]
     advances: list[Advance]
-    # the records the rows came from, and per row its record's position in `fetched`, so a
-    # row the database rejects can be dead-lettered with its raw bytes (None: unknown)
+    # the records the rows came from, so that a row the database rejects can be dead-lettered
+    # with its raw bytes; `origin` (per row, its record's position in `fetched`) defaults to
+    # what the rows' `_kafka_partition` and `_kafka_offset` columns say
     fetched: Fetched | None = None
     origin: Sequence[int] | None = None
 
     def rejected(self, row: int, error: str) -> DeadLetter | None:
-        """The dead letter for row `row` rejected at the sink (None: its record is unknown)."""
-        if self.fetched is None or self.origin is None:
+        """The dead letter for row `row` rejected at the sink (None: its record is unknown,
+        a transform dropped the Kafka metadata columns)."""
+        if self.fetched is None:
             return None
-        return self.fetched.dead_letter(self.origin[row], error, Reason.SINK)
+        if self.origin is not None:
+            return self.fetched.dead_letter(self.origin[row], error, Reason.SINK)
+        names = self.rows.schema.names
+        if "_kafka_partition" not in names or "_kafka_offset" not in names:
+            return None
+        partition = self.rows.column("_kafka_partition")[row].as_py()
+        offset = self.rows.column("_kafka_offset")[row].as_py()
+        first, n = self.fetched.spans.get(partition, (0, 0))
+        at = bisect.bisect_left(self.fetched.offsets, offset, first, first + n)
+        if at == first + n or self.fetched.offsets[at] != offset:
+            return None
+        return self.fetched.dead_letter(at, error, Reason.SINK)
 
 
 def written(schema: pa.Schema) -> pa.Schema:

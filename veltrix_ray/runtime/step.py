@@ -8,7 +8,6 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -59,7 +58,7 @@ class Step:
                     for p, (first, n) in fetched.spans.items() if p not in stopped]
         if not advances:
             return StepResult(None, stopped=stopped)
-        write = WriteBatch(rows, bad, advances, fetched, _origin(rows, fetched))
+        write = WriteBatch(rows, bad, advances, fetched)
         return StepResult(write, counts, dict(dead), stopped)
 
     def _transform(self, fetched: Fetched, batch: pa.RecordBatch, good: Sequence[int],
@@ -121,24 +120,6 @@ def _counts(rows: pa.RecordBatch, fetched: Fetched) -> dict[int, int]:
         return {fetched.partitions[0]: rows.num_rows}
     counts = pc.value_counts(rows.column("_kafka_partition"))
     return {int(v["values"]): int(v["counts"]) for v in counts.to_pylist()}
-
-
-def _origin(rows: pa.RecordBatch, fetched: Fetched) -> list[int] | None:
-    """Each row's record position in the fetch, from its Kafka partition and offset (None:
-    a transform dropped them). Offsets ascend within a partition's span: a binary search."""
-    names = rows.schema.names
-    if "_kafka_partition" not in names or "_kafka_offset" not in names:
-        return None
-    if rows.num_rows == 0:
-        return []
-    # one sortable key per record: partition in the high bits, offset in the low 40
-    keys = (np.asarray(fetched.partitions, np.int64) << 40) | np.asarray(fetched.offsets,
-                                                                          np.int64)
-    order = np.argsort(keys, kind="stable")
-    wanted = (rows.column("_kafka_partition").to_numpy().astype(np.int64) << 40) | \
-        rows.column("_kafka_offset").to_numpy().astype(np.int64)
-    found = np.searchsorted(keys[order], wanted)
-    return [int(i) for i in order[np.minimum(found, len(order) - 1)]]
 
 
 def clip(fetched: Fetched, ends: Mapping[int, int]) -> Fetched:
