@@ -17,6 +17,7 @@ from veltrix_ray.config.budget import Budget
 from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.contracts import Claim, DeadLetter, Fetched, Totals, WriteBatch, written
 from veltrix_ray.errors import FencedError
+from veltrix_ray.runtime.budget import Watchdog
 from veltrix_ray.runtime.loop import WorkerLoop
 from veltrix_ray.transform import output_schema
 
@@ -140,14 +141,31 @@ def settings(*overrides: str) -> VeltrixConfig:
     return to_settings(load_config(["kafka.topic=t", "until=drained", *overrides]))
 
 
+class ScriptedWatchdog(Watchdog):
+    """A watchdog whose process is over budget for the first `breaches` looks."""
+
+    def __init__(self, budget: Budget, breaches: int) -> None:
+        super().__init__(budget, "w0", [])
+        self.breaches = breaches
+        self.looks = 0
+
+    def over(self) -> int | None:
+        self.looks += 1
+        if self.breaches < 0 or self.looks <= self.breaches:
+            return self.budget.budget_bytes + 1
+        return None
+
+
 def run_loop(s: VeltrixConfig, source: FakeSource, sink: FakeSink,
-             stopped: Mapping[int, str] | None = None, timeout: float = 30.0) -> WorkerLoop:
+             stopped: Mapping[int, str] | None = None, timeout: float = 30.0,
+             breaches: int = 0) -> WorkerLoop:
     """Runs a worker loop over the fakes to the end (until=drained), in a thread so that a
     loop that never yields fails the test instead of hanging it."""
     claims = sink.claim(sorted(source.logs))
     budget = Budget.derive(s.topology.memory_mb, s.topology.memory)
+    dog = ScriptedWatchdog(budget, breaches) if breaches else None
     loop = WorkerLoop(s, "w0", claims, budget, written(output_schema(s)), source, sink,
-                      stopped)
+                      stopped, dog)
     error: list[BaseException] = []
 
     def target() -> None:

@@ -23,11 +23,14 @@ def test_too_small_budget_names_the_key_and_the_minimum() -> None:
 
 def test_watchdog_message_names_actor_partitions_budget_and_keys() -> None:
     dog = Watchdog(Budget(1 * MIB, 64 * 1024, 128 * 1024), "veltrix:p:w0.0", [3, 4])
+    rss = dog.over()
+    assert rss is not None
     with pytest.raises(MemoryBudgetExceeded, match=r"veltrix:p:w0.0 \(partitions \[3, 4\]\) "
                                                     r"uses \d+ MiB resident, over its budget of "
-                                                    r"1 MiB \(topology.memory_mb\).*Raise "
+                                                    r"1 MiB \(topology.memory_mb\), even with "
+                                                    r"batches cut to 1 record\(s\).*Raise "
                                                     r"topology.memory_mb"):
-        dog.check(held_bytes=0)
+        raise dog.exceeded(rss, 0, 1)
 
 
 def test_consecutive_bad_records_across_batches() -> None:

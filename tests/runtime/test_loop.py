@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from veltrix_ray.errors import ConfigError, TransformError
+from veltrix_ray.errors import ConfigError, MemoryBudgetExceeded, TransformError
 from veltrix_ray.runtime.summary import RunSummary
 
 from .fakes import FakeSink, FakeSource, event, run_loop, settings
@@ -134,3 +134,28 @@ def test_live_line_and_summary_show_a_stopped_partition() -> None:
             "dead_letters": 0, "error": None}}, [])
     assert "STOPPED partitions [3]" in summary.line()
     assert "stopped (dead-letter limit)" in summary.table()
+
+
+def test_over_budget_halves_the_batch_and_goes_serial_before_failing() -> None:
+    logs = {0: [(b"k", event(i)) for i in range(300)]}
+    sink = FakeSink()
+    loop = run_loop(settings("batch.max_records=100"), FakeSource(logs), sink, breaches=6)
+    assert len(sink.rows) == 300 and sink.offsets == {0: 300}
+    assert loop.serial and loop.max_records == 100 // 2 ** 3  # each breach is looked at twice
+
+
+def test_the_smallest_batch_over_budget_fails_naming_the_keys() -> None:
+    logs = {0: [(b"k", event(i)) for i in range(300)]}
+    with pytest.raises(MemoryBudgetExceeded, match=r"even with batches cut to 1 record\(s\), "
+                                                    r"one in flight.*topology.memory_mb"):
+        run_loop(settings("batch.max_records=100"), FakeSource(logs), FakeSink(), breaches=-1)
+
+
+def test_large_decompressed_records_shrink_the_batch_to_the_byte_cap() -> None:
+    blob = "x" * 200_000
+    logs = {0: [(b"k", event(i, payload={"blob": blob})) for i in range(40)]}
+    sink = FakeSink()
+    loop = run_loop(settings("topology.memory_mb=300", "topology.memory.overhead_mb=256",
+                             "pipeline.max_record_bytes=300000"), FakeSource(logs), sink)
+    assert len(sink.rows) == 40
+    assert loop.max_records * 200_000 <= loop.budget.batch_bytes

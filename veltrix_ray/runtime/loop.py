@@ -26,7 +26,7 @@ from veltrix_ray.contracts import (
     WriteBatch,
 )
 from veltrix_ray.errors import VeltrixError
-from veltrix_ray.runtime.budget import Budget, Watchdog
+from veltrix_ray.runtime.budget import MIB, Budget, Watchdog, release_memory
 from veltrix_ray.runtime.committer import Committed, Committer
 from veltrix_ray.runtime.state import PartitionState
 from veltrix_ray.runtime.step import Step, clip
@@ -66,6 +66,9 @@ class WorkerLoop:
         self.committer: Committer[_Booked] = Committer(sink)
         self.watchdog = watchdog or Watchdog(budget, name, sorted(claims))
         self.held_bytes = 0
+        # batch size in records; shrinks when records are large or memory runs short
+        self.max_records = s.batch.max_records
+        self.serial = s.topology.memory.inflight_batches == 1  # one batch alive at a time
         self.batches = 0
         self.latencies: deque[float] = deque(maxlen=10_000)
         self.first_data_at: float | None = None  # wall clock of the first records fetched
@@ -89,7 +92,6 @@ class WorkerLoop:
             self._abandon_changes()
 
     async def _loop(self) -> None:
-        s = self.settings
         await self._bind()
         while not self.stopping:
             if self._changes:
@@ -97,14 +99,15 @@ class WorkerLoop:
                 self._apply_changes()
                 await self._bind()
                 continue
-            self.watchdog.check(self.held_bytes)
+            self._guard_memory()
             active = [p for p, st in self.states.items() if not st.done]
             if not active:
                 break
-            if self.committer.in_flight and self.held_bytes >= self.budget.high_water_bytes:
+            if self.committer.in_flight and (
+                    self.serial or self.held_bytes >= self.budget.high_water_bytes):
                 await self._finish_commit()  # backpressure: no new fetch until one commits
                 continue
-            fetched = await self.source.fetch(active, s.batch.max_records)
+            fetched = await self.source.fetch(active, self.max_records)
             for p, st in self.states.items():
                 hw = self.source.high_watermark(p)
                 if hw is not None:
@@ -132,14 +135,45 @@ class WorkerLoop:
         if self.first_data_at is None:
             self.first_data_at = time.time()
         self.held_bytes += fetched.nbytes
+        self._cap_batch_bytes(fetched)
         result = self.step(fetched, self.states)
-        self.watchdog.check(self.held_bytes)
+        self._guard_memory()
         for p, why in result.stopped.items():
             self.states[p].stopped = why
         if result.write is None:
             self.held_bytes -= fetched.nbytes
             return
         await self._submit(result.write, _Booked(fetched.nbytes, result.rows, result.dead))
+
+    # -- the memory budget: degrade before failing -----------------------------------------------
+
+    def _cap_batch_bytes(self, fetched: Fetched) -> None:
+        """Keep batches within the budget's byte cap as decoded, whatever the compression
+        ratio: the broker's fetch limit counts compressed bytes."""
+        if fetched.nbytes > self.budget.batch_bytes and len(fetched) > 1:
+            fit = max(1, len(fetched) * self.budget.batch_bytes // fetched.nbytes)
+            if fit < self.max_records:
+                log.info("%s: %d records took %d KiB decompressed, over the %d KiB batch cap: "
+                         "batches now up to %d records", self.name, len(fetched),
+                         fetched.nbytes // 1024, self.budget.batch_bytes // 1024, fit)
+                self.max_records = fit
+
+    def _guard_memory(self) -> None:
+        """Over budget: halve the batch and keep one in flight; fail only when the smallest
+        batch is still over."""
+        if self.watchdog.over() is None:
+            return
+        release_memory()
+        rss = self.watchdog.over()
+        if rss is None:
+            return
+        if self.max_records == 1 and self.serial:
+            raise self.watchdog.exceeded(rss, self.held_bytes, self.max_records)
+        self.max_records = max(1, self.max_records // 2)
+        self.serial = True
+        log.warning("%s: %d MiB resident, over the %d MiB budget (topology.memory_mb): batches "
+                    "now up to %d records, one in flight", self.name, rss // MIB,
+                    self.budget.budget_bytes // MIB, self.max_records)
 
     async def _skip_gaps(self, active: list[int]) -> None:
         """An idle partition whose position moved past its last record (transaction markers,
