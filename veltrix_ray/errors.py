@@ -11,6 +11,15 @@ class VeltrixError(Exception):
     summary: Any = None  # a pipeline run's RunSummary, when the error ended a run
 
 
+class RetriableError(VeltrixError):
+    """A fault that passes by itself (a service away): the worker is restarted, and a
+    `forever` run never ends because of one."""
+
+
+class WorkerCrashed(RetriableError):
+    """A worker failed unexpectedly: restarted, up to topology.max_restarts in a window."""
+
+
 class StackError(VeltrixError):
     """The embedded local stack (Kafka, PostgreSQL) could not be prepared or started."""
 

@@ -31,7 +31,15 @@ from veltrix_ray.local.procs import free_port
 from veltrix_ray.sink import PostgresSink
 from veltrix_ray.source.admin import ensure_topic
 
-from .helpers import Background, assert_exact, committed_rows, fill, offsets, overrides
+from .helpers import (
+    Background,
+    assert_exact,
+    committed_rows,
+    event_ids,
+    fill,
+    offsets,
+    overrides,
+)
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -189,7 +197,8 @@ def test_memory_budget_is_enforced_with_a_clear_error(kafka_bootstrap: str, pg_d
         Pipeline(load_config(tiny)).run()
     summary = Pipeline(load_config(overrides(topic, pg_dsn, "topology.memory_mb=768",
                                              "pipeline.max_record_bytes=200000"))).run()
-    assert summary.rows == 200
+    # the tiny budget committed what it could before failing; the rerun does the rest
+    assert sorted(event_ids(pg_dsn)) == sorted(f"big{i}" for i in range(200))
     for worker in summary.workers:
         assert 0 < worker["peak_rss"] < 768 * 2**20
 

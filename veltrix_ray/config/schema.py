@@ -92,8 +92,13 @@ class TopologyConfig:
     memory_mb: int = 768
     # PACK | SPREAD (SPREAD puts workers on different nodes: a node's loss costs few partitions)
     placement: str = "PACK"
-    # times one partition set's worker is restarted after it died, before the run fails
+    # crashes of one partition set's worker within restart_window_s before the run fails
+    # (a worker that waits for an unreachable service does not count in a `forever` run)
     max_restarts: int = 5
+    restart_window_s: float = 300.0
+    # delay before a restart: doubles with each failure in the window, up to the max
+    restart_backoff_s: float = 0.5
+    restart_backoff_max_s: float = 30.0
     # local Ray only: shared-memory object store size
     object_store_mb: int = 256
     memory: MemoryConfig = field(default_factory=MemoryConfig)

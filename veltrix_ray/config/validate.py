@@ -37,6 +37,13 @@ def static_findings(s: VeltrixConfig) -> list[Finding]:
     _choice(f, "topology.placement", s.topology.placement, ("PACK", "SPREAD"))
     if s.topology.workers < 1:
         f.append(Finding("error", "topology.workers", "must be at least 1"))
+    if s.topology.max_restarts < 0:
+        f.append(Finding("error", "topology.max_restarts", "must be >= 0"))
+    if s.topology.restart_window_s <= 0:
+        f.append(Finding("error", "topology.restart_window_s", "must be > 0"))
+    if not 0 <= s.topology.restart_backoff_s <= s.topology.restart_backoff_max_s:
+        f.append(Finding("error", "topology.restart_backoff_s",
+                         "must be >= 0 and at most topology.restart_backoff_max_s"))
     if s.topology.num_cpus <= 0:
         f.append(Finding("error", "topology.num_cpus", "must be > 0"))
     if s.batch.max_records < 1:

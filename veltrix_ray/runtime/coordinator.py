@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +25,7 @@ from ray.exceptions import (
 
 from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.contracts import Totals, written
-from veltrix_ray.errors import ConfigError, VeltrixError
+from veltrix_ray.errors import ConfigError, RetriableError, VeltrixError, WorkerCrashed
 from veltrix_ray.runtime.assignment import assign, moved
 from veltrix_ray.runtime.budget import Budget
 from veltrix_ray.runtime.worker import PartitionWorker, WorkerSpec
@@ -53,6 +55,9 @@ class _Slot:
     last: dict[str, Any] = field(default_factory=dict)
     done: bool = False
     retiring: bool = False  # being stopped by a rescale; the rescale reaps it
+    restart_at: float | None = None  # monotonic time of a scheduled restart
+    failures: deque[float] = field(default_factory=deque)  # monotonic times, recent ones
+    crashes: deque[float] = field(default_factory=deque)
 
 
 class Coordinator:
@@ -156,7 +161,9 @@ class Coordinator:
                     await self._retire(slot)
                     continue
                 lose = [p for p in slot.partitions if p not in after[i]]
-                if lose:
+                if lose and slot.restart_at is not None:  # restarts with what it keeps
+                    slot.partitions = [p for p in slot.partitions if p not in lose]
+                elif lose:
                     released = await slot.actor.release.remote(lose)
                     self._bank_report(released)
                     slot.partitions = [p for p in slot.partitions if p not in lose]
@@ -165,7 +172,9 @@ class Coordinator:
                 if i < len(live):
                     slot = live[i]
                     gain = [p for p in target if p not in slot.partitions]
-                    if gain:
+                    if gain and slot.restart_at is not None:
+                        slot.partitions = sorted(target)
+                    elif gain:
                         claims = await asyncio.to_thread(self._sink.claim, gain)
                         try:
                             await slot.actor.acquire.remote(claims, self._stopped_of(gain))
@@ -191,6 +200,7 @@ class Coordinator:
 
     async def _retire(self, slot: _Slot) -> None:
         slot.retiring = True
+        slot.restart_at = None
         try:
             await slot.actor.stop.remote()
             final = await slot.run_ref
@@ -206,10 +216,16 @@ class Coordinator:
     async def _supervise(self) -> None:
         interval = self.settings.progress_interval_s
         while True:
+            for slot in self.slots:
+                if slot.restart_at is not None and time.monotonic() >= slot.restart_at:
+                    slot.restart_at = None
+                    slot.incarnation += 1
+                    await self._start(slot)
             live = {slot.run_ref: slot for slot in self.slots
                     if not slot.done and not slot.retiring and slot.run_ref is not None}
+            waiting = any(slot.restart_at is not None for slot in self.slots)
             if not live:
-                if self._rescaling.locked():  # a rescale is about to start new workers
+                if self._rescaling.locked() or waiting:  # new workers are about to start
                     await asyncio.sleep(0.05)
                     continue
                 return
@@ -222,38 +238,63 @@ class Coordinator:
                 await asyncio.sleep(min(interval, 0.25))
 
     async def _finished(self, slot: _Slot, ref: Any) -> None:
+        """A worker's run ended: done, or a fault. A worker that died (process or node lost)
+        or failed with a retriable error is restarted under a new owner epoch; anything else
+        ends the run with the worker's message."""
         try:
             slot.last = await ref
             self._note_stopped(slot.last)
             slot.done = True
+            return
         except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
-            if self._stopping:
-                slot.done = True
-                return
-            self._bank_report(slot.last.get("partitions", {}))
-            slot.restarts += 1
-            if slot.restarts > self.settings.topology.max_restarts:
-                self.errors.append(("VeltrixError", (
-                    f"worker {slot.index} (partitions {slot.partitions}) died "
-                    f"{slot.restarts} times; last: {str(exc).splitlines()[0]}. Look at its "
-                    "log (ray logs), or raise topology.max_restarts.")))
+            reason, crash = f"died ({str(exc).splitlines()[0]})", True
+        except RayTaskError as exc:
+            cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+            if not isinstance(cause, RetriableError):
+                kind = type(cause).__name__ if isinstance(cause, VeltrixError) else "VeltrixError"
+                message = str(cause) if isinstance(cause, VeltrixError) else (
+                    f"worker {slot.index} (partitions {slot.partitions}) failed: "
+                    f"{type(cause).__name__}: {cause}")
+                self.errors.append((kind, message))
                 slot.done = True
                 await self.stop()
                 return
-            log.warning("worker %d (partitions %s) died; restarting it (restart %d of %d)",
-                        slot.index, slot.partitions, slot.restarts,
-                        self.settings.topology.max_restarts)
-            slot.incarnation += 1
-            await self._start(slot)
-        except RayTaskError as exc:
-            cause = exc.cause if isinstance(exc.cause, BaseException) else exc
-            kind = type(cause).__name__ if isinstance(cause, VeltrixError) else "VeltrixError"
-            message = str(cause) if isinstance(cause, VeltrixError) else (
-                f"worker {slot.index} (partitions {slot.partitions}) failed: "
-                f"{type(cause).__name__}: {cause}")
-            self.errors.append((kind, message))
+            # a service away: not the worker's fault, so a `forever` run never gives up on it
+            reason = f"failed: {cause}"
+            crash = isinstance(cause, WorkerCrashed) or self.settings.until == "drained"
+        if self._stopping:
+            slot.done = True
+            return
+        self._bank_report(slot.last.get("partitions", {}))
+        slot.last = {}
+        topo = self.settings.topology
+        now = time.monotonic()
+        for times in (slot.failures, slot.crashes):
+            while times and times[0] < now - topo.restart_window_s:
+                times.popleft()
+        slot.failures.append(now)
+        if crash:
+            slot.crashes.append(now)
+        slot.restarts += 1
+        if len(slot.crashes) > topo.max_restarts:
+            self.errors.append(("VeltrixError", (
+                f"worker {slot.index} (partitions {slot.partitions}) {reason}; that is "
+                f"{len(slot.crashes)} times in the last {topo.restart_window_s:g}s. Look at "
+                "its log (ray logs), or raise topology.max_restarts / "
+                "topology.restart_window_s.")))
             slot.done = True
             await self.stop()
+            return
+        # exponential backoff over the recent failures, with jitter so that workers that
+        # failed together do not all come back at the same instant
+        delay = min(topo.restart_backoff_max_s,
+                    topo.restart_backoff_s * 2 ** (len(slot.failures) - 1))
+        delay *= random.uniform(0.5, 1.0)
+        log.warning("worker %d (partitions %s) %s; restarting it in %.1fs under a new owner "
+                    "epoch (restart %d)", slot.index, slot.partitions, reason, delay,
+                    slot.restarts)
+        slot.run_ref = None
+        slot.restart_at = now + delay
 
     def _stopped_of(self, partitions: list[int]) -> dict[int, str]:
         return {p: self._stopped[p] for p in partitions if p in self._stopped}

@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.contracts import Claim
-from veltrix_ray.errors import FencedError, VeltrixError
+from veltrix_ray.errors import FencedError, RetriableError, VeltrixError, WorkerCrashed
 from veltrix_ray.runtime.budget import Budget
 from veltrix_ray.runtime.loop import WorkerLoop
 from veltrix_ray.sink import make_sink
@@ -92,7 +92,8 @@ class PartitionWorker:
         except KafkaError as exc:
             self.sink.close()
             raise self._failure(exc, "check that kafka.bootstrap is reachable from this node "
-                                f"(waited kafka.connect_timeout_s={s.kafka.connect_timeout_s:g}s)"
+                                f"(waited kafka.connect_timeout_s={s.kafka.connect_timeout_s:g}s"
+                                "; the worker is restarted and waits again)", RetriableError
                                 ) from exc
         self.loop = WorkerLoop(s, self.name, self.spec.claims, self.spec.budget,
                                self.spec.output_schema, source, self.sink, self.spec.stopped)
@@ -112,17 +113,18 @@ class PartitionWorker:
         except (VeltrixError, asyncio.CancelledError):
             raise
         except Exception as exc:
-            raise self._failure(exc, "see the worker's log (`ray logs`) for the traceback") from exc
+            raise self._failure(exc, "see the worker's log (`ray logs`) for the traceback",
+                                WorkerCrashed) from exc
         finally:
             await source.close()
             self.sink.close()
         return self.progress()
 
-    def _failure(self, exc: BaseException, fix: str) -> VeltrixError:
+    def _failure(self, exc: BaseException, fix: str,
+                 kind: type[VeltrixError] = VeltrixError) -> VeltrixError:
         states = self.loop.states if self.loop else {}
         where = ", ".join(f"partition {p} at offset {st.next_offset}" for p, st in states.items())
         if not where:
             where = ", ".join(f"partition {p} at offset {c.next_offset}"
                               for p, c in self.spec.claims.items())
-        return VeltrixError(f"{self.name} failed ({where}): {type(exc).__name__}: {exc}. "
-                            f"Fix: {fix}.")
+        return kind(f"{self.name} failed ({where}): {type(exc).__name__}: {exc}. Fix: {fix}.")
