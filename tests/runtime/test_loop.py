@@ -141,7 +141,7 @@ def test_over_budget_halves_the_batch_and_goes_serial_before_failing() -> None:
     sink = FakeSink()
     loop = run_loop(settings("batch.max_records=100"), FakeSource(logs), sink, breaches=6)
     assert len(sink.rows) == 300 and sink.offsets == {0: 300}
-    assert loop.serial and loop.max_records == 100 // 2 ** 3  # each breach is looked at twice
+    assert loop.serial and loop.ceiling == 100 // 2 ** 3  # each breach is looked at twice
 
 
 def test_the_smallest_batch_over_budget_fails_naming_the_keys() -> None:

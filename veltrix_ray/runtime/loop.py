@@ -33,6 +33,7 @@ from veltrix_ray.runtime.step import Step, clip
 from veltrix_ray.transform import build_chain
 
 log = logging.getLogger(__name__)
+FIRST_FETCH_RECORDS = 10
 
 
 @dataclass
@@ -66,8 +67,11 @@ class WorkerLoop:
         self.committer: Committer[_Booked] = Committer(sink)
         self.watchdog = watchdog or Watchdog(budget, name, sorted(claims))
         self.held_bytes = 0
-        # batch size in records; shrinks when records are large or memory runs short
-        self.max_records = s.batch.max_records
+        # batch size in records: the byte cap over the records' decoded size seen so far, at
+        # most `ceiling` (batch.max_records, halved on each memory breach); the first fetch is
+        # small, as nothing is known yet of the records' size (compression hides it)
+        self.ceiling = s.batch.max_records
+        self.max_records = min(self.ceiling, FIRST_FETCH_RECORDS)
         self.serial = s.topology.memory.inflight_batches == 1  # one batch alive at a time
         self.batches = 0
         self.latencies: deque[float] = deque(maxlen=10_000)
@@ -135,7 +139,7 @@ class WorkerLoop:
         if self.first_data_at is None:
             self.first_data_at = time.time()
         self.held_bytes += fetched.nbytes
-        self._cap_batch_bytes(fetched)
+        self._size_batches(fetched)
         result = self.step(fetched, self.states)
         self._guard_memory()
         for p, why in result.stopped.items():
@@ -147,16 +151,11 @@ class WorkerLoop:
 
     # -- the memory budget: degrade before failing -----------------------------------------------
 
-    def _cap_batch_bytes(self, fetched: Fetched) -> None:
-        """Keep batches within the budget's byte cap as decoded, whatever the compression
-        ratio: the broker's fetch limit counts compressed bytes."""
-        if fetched.nbytes > self.budget.batch_bytes and len(fetched) > 1:
-            fit = max(1, len(fetched) * self.budget.batch_bytes // fetched.nbytes)
-            if fit < self.max_records:
-                log.info("%s: %d records took %d KiB decompressed, over the %d KiB batch cap: "
-                         "batches now up to %d records", self.name, len(fetched),
-                         fetched.nbytes // 1024, self.budget.batch_bytes // 1024, fit)
-                self.max_records = fit
+    def _size_batches(self, fetched: Fetched) -> None:
+        """As many records as fit the budget's byte cap, decompressed: the broker's fetch
+        limit counts compressed bytes, and a zstd topic can bring many times that."""
+        fit = max(1, len(fetched) * self.budget.batch_bytes // max(fetched.nbytes, 1))
+        self.max_records = min(self.ceiling, fit)
 
     def _guard_memory(self) -> None:
         """Over budget: halve the batch and keep one in flight; fail only when the smallest
@@ -169,7 +168,7 @@ class WorkerLoop:
             return
         if self.max_records == 1 and self.serial:
             raise self.watchdog.exceeded(rss, self.held_bytes, self.max_records)
-        self.max_records = max(1, self.max_records // 2)
+        self.ceiling = self.max_records = max(1, self.max_records // 2)
         self.serial = True
         log.warning("%s: %d MiB resident, over the %d MiB budget (topology.memory_mb): batches "
                     "now up to %d records, one in flight", self.name, rss // MIB,
