@@ -74,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
                   "run `veltrix-ray check` for the full report.", file=sys.stderr)
             return 1
     pipeline = Pipeline(settings)
-    ensure_ray(settings)
+    ensure_ray(settings, probe_first=args.skip_checks)  # the checks asked the cluster already
     # after ray.init, which installs its own SIGTERM handler: SIGTERM stops like Ctrl-C does
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     live = sys.stderr.isatty()

@@ -7,11 +7,7 @@ names the key to change and the fix. Messages are masked: they may quote connect
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +23,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from veltrix_ray.config.mask import mask_text
+from veltrix_ray.config.ray_address import JOIN_FIX, address_problem, is_local, probe
 from veltrix_ray.config.schema import KafkaConfig, TopologyConfig, VeltrixConfig
 from veltrix_ray.config.validate import Finding, static_findings
 from veltrix_ray.errors import ConfigError
@@ -284,30 +281,6 @@ def _target(conn: psycopg.Connection, s: VeltrixConfig,
 # -- Ray ------------------------------------------------------------------------------------
 
 
-# run in a child process: ray.init retries an unanswering cluster without end, and a child can
-# be killed after a timeout without leaving this process connected to (or stuck in) Ray
-_RESOURCES = ("import json, sys, ray; ray.init(address=sys.argv[1], log_to_driver=False); "
-              "print(json.dumps(ray.cluster_resources()))")
-
-
-def _join(address: str) -> dict[str, float]:
-    """The resources of the cluster at `address`; raises ConnectionError saying why not.
-    An explicit address gets a TCP probe first: the quickest, clearest answer when refused."""
-    if address != "auto":
-        host, _, port = address.removeprefix("ray://").rpartition(":")
-        socket.create_connection((host, int(port)), timeout=TIMEOUT_S).close()
-    limit = 3 * TIMEOUT_S
-    try:
-        child = subprocess.run([sys.executable, "-c", _RESOURCES, address], capture_output=True,
-                               text=True, timeout=limit)
-    except subprocess.TimeoutExpired as exc:
-        raise ConnectionError(f"no answer within {limit:g} s") from exc
-    if child.returncode != 0:
-        lines = child.stderr.strip().splitlines() or [f"exit code {child.returncode}"]
-        raise ConnectionError(lines[-1])
-    return dict(json.loads(child.stdout.strip().splitlines()[-1]))
-
-
 def _capacity(topo: TopologyConfig) -> tuple[float, float, str]:
     """CPUs, memory bytes and a name for where the workers would run."""
     import ray
@@ -315,25 +288,25 @@ def _capacity(topo: TopologyConfig) -> tuple[float, float, str]:
     if ray.is_initialized():  # the run uses this Ray too, whatever topology.address says
         resources = ray.cluster_resources()
         return resources.get("CPU", 0.0), resources.get("memory", 0.0), "the connected Ray"
-    if topo.address is None:
+    if is_local(topo.address):
         return (float(os.cpu_count() or 1), float(psutil.virtual_memory().total),
-                "this machine (local Ray)")
-    resources = _join(topo.address)
+                "this machine (a private Ray)")
+    assert topo.address is not None
+    resources = probe(topo.address, topo.join_timeout_s)
     return (resources.get("CPU", 0.0), resources.get("memory", 0.0),
             f"the Ray cluster at {topo.address}")
 
 
 def _ray(s: VeltrixConfig, partitions: int | None) -> Area:
     topo = s.topology
-    if topo.workers < 1 or topo.num_cpus <= 0:  # already static errors
-        return [], None
+    if topo.workers < 1 or topo.num_cpus <= 0 or address_problem(topo.address):
+        return [], None  # already static errors
     try:
         cpus, memory, where = _capacity(topo)
     except Exception as exc:  # any failure to join means the address is wrong
         return [Finding("error", "topology.address",
                         f"cannot connect to Ray at {topo.address} ({type(exc).__name__}: "
-                        f"{exc}): start the cluster (`ray up cluster.yaml`) or fix "
-                        "topology.address / $RAY_ADDRESS (null runs a local Ray)")], None
+                        f"{exc}): {JOIN_FIX}")], None
     actors = min(topo.workers, partitions) if partitions else topo.workers
     counted = (f"{actors} workers" if actors == topo.workers
                else f"{actors} workers (one per partition of the topic's {partitions})")

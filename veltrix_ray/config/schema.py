@@ -85,7 +85,8 @@ class MemoryConfig:
 @dataclass
 class TopologyConfig:
     name: str = "local"
-    # Ray address: null starts a local Ray; "auto" or "ray://host:10001" joins a cluster
+    # Ray address: null or "local" starts a private Ray (even when another Ray runs here or
+    # $RAY_ADDRESS is set); "auto", "host:6379" or "ray://host:10001" joins a running cluster
     address: str | None = None
     workers: int = 2
     num_cpus: float = 0.5
@@ -99,7 +100,9 @@ class TopologyConfig:
     # delay before a restart: doubles with each failure in the window, up to the max
     restart_backoff_s: float = 0.5
     restart_backoff_max_s: float = 30.0
-    # local Ray only: shared-memory object store size
+    # joining a cluster only: seconds to wait for it to answer before the run fails
+    join_timeout_s: float = 20.0
+    # private Ray only: shared-memory object store size
     object_store_mb: int = 256
     memory: MemoryConfig = field(default_factory=MemoryConfig)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from veltrix_ray.config.budget import Budget
 from veltrix_ray.config.parse import parse_start
+from veltrix_ray.config.ray_address import address_problem
 from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.errors import ConfigError
 
@@ -35,6 +36,11 @@ def static_findings(s: VeltrixConfig) -> list[Finding]:
     _choice(f, "pipeline.on_transform_error", s.pipeline.on_transform_error,
             ("dead_letter", "stop"))
     _choice(f, "topology.placement", s.topology.placement, ("PACK", "SPREAD"))
+    address = address_problem(s.topology.address)
+    if address is not None:
+        f.append(Finding("error", "topology.address", address))
+    if s.topology.join_timeout_s <= 0:
+        f.append(Finding("error", "topology.join_timeout_s", "must be > 0"))
     if s.topology.workers < 1:
         f.append(Finding("error", "topology.workers", "must be at least 1"))
     if s.topology.max_restarts < 0:

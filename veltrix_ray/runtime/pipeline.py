@@ -8,9 +8,11 @@ from typing import Any
 
 import ray
 from omegaconf import DictConfig
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from veltrix_ray import errors
 from veltrix_ray.config import load_config, to_settings
+from veltrix_ray.config.ray_address import JOIN_FIX, LOCAL, is_local, probe
 from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.config.validate import validate
 from veltrix_ray.runtime.coordinator import NAMESPACE, Coordinator, coordinator_name
@@ -19,15 +21,36 @@ from veltrix_ray.runtime.summary import RunSummary
 log = logging.getLogger(__name__)
 
 
-def ensure_ray(settings: VeltrixConfig) -> None:
+def ensure_ray(settings: VeltrixConfig, *, probe_first: bool = True) -> None:
+    """Starts a private Ray (topology.address null or `local`) or joins the cluster at
+    topology.address; a Ray this process already initialized (a notebook's) is used as it is.
+    probe_first: ask the cluster in a child process first (`check` already did), so that an
+    address that does not answer fails within topology.join_timeout_s, not after minutes."""
     if ray.is_initialized():
         return
     topo = settings.topology
-    if topo.address:
+    if is_local(topo.address):
+        try:
+            # "local", unlike None, ignores $RAY_ADDRESS and any `ray start` cluster found here
+            ray.init(address=LOCAL, namespace=NAMESPACE, include_dashboard=False,
+                     log_to_driver=True, object_store_memory=topo.object_store_mb * 2**20,
+                     configure_logging=False)
+        except Exception as exc:
+            raise errors.ConfigError(
+                f"could not start a private Ray on this machine (topology.address="
+                f"{topo.address or 'null'}): {type(exc).__name__}: {exc}. Lower "
+                f"topology.object_store_mb={topo.object_store_mb} if /dev/shm is small, or join "
+                "a running cluster with topology.address=auto") from exc
+        return
+    assert topo.address is not None
+    try:
+        if probe_first:
+            probe(topo.address, topo.join_timeout_s)
         ray.init(address=topo.address, namespace=NAMESPACE, log_to_driver=True)
-    else:
-        ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=True,
-                 object_store_memory=topo.object_store_mb * 2**20, configure_logging=False)
+    except Exception as exc:
+        raise errors.ConfigError(
+            f"cannot join Ray at topology.address={topo.address} ({type(exc).__name__}: "
+            f"{exc}): {JOIN_FIX}") from exc
 
 
 class Pipeline:
@@ -49,8 +72,12 @@ class Pipeline:
             raise_on_error: bool = True) -> RunSummary:
         ensure_ray(self.settings)
         try:
+            # on the driver's node: losing a worker node never takes the run's bookkeeping along
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                  soft=False)
             coord: Any = ray.remote(Coordinator).options(
                 name=self.name, namespace=NAMESPACE, num_cpus=0, max_concurrency=16,
+                scheduling_strategy=here,
             ).remote(self.settings)
         except ValueError as exc:
             raise errors.ConfigError(
