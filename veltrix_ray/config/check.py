@@ -7,6 +7,7 @@ names the key to change and the fix. Messages are masked: they may quote connect
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 from collections.abc import Coroutine
@@ -17,7 +18,6 @@ from typing import Any, TypeVar
 import psutil
 import psycopg
 import pyarrow as pa
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
@@ -25,12 +25,14 @@ from psycopg.conninfo import conninfo_to_dict
 from veltrix_ray.config.mask import mask_text
 from veltrix_ray.config.ray_address import JOIN_FIX, address_problem, is_local, probe
 from veltrix_ray.config.schema import KafkaConfig, TopologyConfig, VeltrixConfig
-from veltrix_ray.config.validate import Finding, static_findings
+from veltrix_ray.config.validate import Finding, kafka_security_findings, static_findings
 from veltrix_ray.errors import ConfigError
 from veltrix_ray.runtime.assignment import assign
 from veltrix_ray.runtime.budget import MIB, Budget
 from veltrix_ray.sink.ddl import incompatibilities
+from veltrix_ray.source.admin import partition_count
 from veltrix_ray.source.kafka import client_options
+from veltrix_ray.source.security import KafkaSecurityError
 
 TIMEOUT_S = 5.0
 # the standard event's encoded size, to tell whether batch.max_records or the byte cap binds
@@ -73,24 +75,23 @@ def _in_thread(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def _partitions(cfg: KafkaConfig) -> int | None:
-    """The topic's partition count, None if missing. A full-cluster metadata request, so a
-    broker with auto.create.topics.enable does not create the topic by being asked."""
-    options = client_options(cfg) | {"request_timeout_ms": int(TIMEOUT_S * 1000)}
-    client = AIOKafkaAdminClient(**options, client_id="veltrix-ray-check")
-    try:
-        await client.start()
-        for entry in await client.describe_topics():
-            if entry["topic"] == cfg.topic and entry["error_code"] == 0:
-                return len(entry["partitions"])
-        return None
-    finally:
-        await client.close()
+    """The topic's partition count, None if missing (asking does not create it). Raises
+    KafkaSecurityError when a TLS file, the certificate or the credentials are wrong."""
+    return await partition_count(cfg.bootstrap, cfg.topic, timeout_s=TIMEOUT_S,
+                                 options=client_options(cfg))
 
 
 def _kafka(s: VeltrixConfig) -> tuple[int | None, Area]:
     k, workers = s.kafka, s.topology.workers
+    if _errors(kafka_security_findings(k)):  # static errors say what; no client can be made
+        return None, ([], None)
+    kafka_log = logging.getLogger("aiokafka")
+    if not kafka_log.handlers:  # its "Unable connect" lines: the finding below says why, once
+        kafka_log.addHandler(logging.NullHandler())
     try:
         count = _in_thread(asyncio.wait_for(_partitions(k), 2 * TIMEOUT_S))
+    except KafkaSecurityError as exc:
+        return None, ([Finding("error", exc.key, exc.reason)], None)
     except (KafkaError, OSError, asyncio.TimeoutError) as exc:
         detail = str(exc) or "no answer in time"
         if not detail.startswith(type(exc).__name__):

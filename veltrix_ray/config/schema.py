@@ -9,12 +9,31 @@ from omegaconf import MISSING
 
 
 @dataclass
+class KafkaSslConfig:
+    """TLS towards the brokers, when kafka.security_protocol is SSL or SASL_SSL."""
+
+    # PEM file of the CA(s) that signed the brokers' certificates; null: the system's CAs
+    cafile: str | None = None
+    # PEM client certificate and its private key, for brokers that require mutual TLS
+    certfile: str | None = None
+    keyfile: str | None = None
+    # the private key's password: from the environment only
+    password: str | None = "${oc.env:VELTRIX_KAFKA_SSL_KEY_PASSWORD,null}"
+    # the broker's certificate must name the host in kafka.bootstrap (turn off only on a
+    # trusted network: it is what stops a man in the middle)
+    check_hostname: bool = True
+
+
+@dataclass
 class KafkaConfig:
     bootstrap: str = "${oc.env:VELTRIX_KAFKA_BOOTSTRAP,127.0.0.1:19092}"
     topic: str = MISSING
     # where a partition starts when no offset is stored: earliest | latest | ISO-8601 timestamp
     start: str = "earliest"
+    # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
     security_protocol: str = "PLAINTEXT"
+    ssl: KafkaSslConfig = field(default_factory=KafkaSslConfig)
+    # with SASL_*: PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512; the credentials from the environment
     sasl_mechanism: str | None = None
     sasl_username: str | None = "${oc.env:VELTRIX_KAFKA_USERNAME,null}"
     sasl_password: str | None = "${oc.env:VELTRIX_KAFKA_PASSWORD,null}"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from veltrix_ray.config.budget import Budget
 from veltrix_ray.config.parse import parse_start
 from veltrix_ray.config.ray_address import address_problem
-from veltrix_ray.config.schema import VeltrixConfig
+from veltrix_ray.config.schema import KafkaConfig, VeltrixConfig
 from veltrix_ray.errors import ConfigError
 
 
@@ -26,11 +26,55 @@ def _choice(findings: list[Finding], key: str, value: object, allowed: tuple[str
         findings.append(Finding("error", key, f"{value!r} is not one of {', '.join(allowed)}"))
 
 
+def kafka_security_findings(k: KafkaConfig) -> list[Finding]:
+    """kafka.security_protocol, kafka.sasl_* and kafka.ssl.* fit together."""
+    from veltrix_ray.source.security import (
+        SASL_MECHANISMS,
+        SASL_PROTOCOLS,
+        SECURITY_PROTOCOLS,
+        TLS_PROTOCOLS,
+    )
+
+    f: list[Finding] = []
+    _choice(f, "kafka.security_protocol", k.security_protocol, SECURITY_PROTOCOLS)
+    if k.security_protocol in SASL_PROTOCOLS:
+        if k.sasl_mechanism is None:
+            f.append(Finding("error", "kafka.sasl_mechanism",
+                             f"kafka.security_protocol={k.security_protocol} needs a mechanism: "
+                             f"one of {', '.join(SASL_MECHANISMS)}"))
+        else:
+            _choice(f, "kafka.sasl_mechanism", k.sasl_mechanism, SASL_MECHANISMS)
+        for key, env in (("kafka.sasl_username", "$VELTRIX_KAFKA_USERNAME"),
+                         ("kafka.sasl_password", "$VELTRIX_KAFKA_PASSWORD")):
+            if not getattr(k, key.removeprefix("kafka.")):
+                f.append(Finding("error", key, f"is not set: export {env} (SASL credentials "
+                                               "come from the environment)"))
+    elif k.sasl_mechanism is not None:
+        f.append(Finding("error", "kafka.sasl_mechanism",
+                         f"is set, but kafka.security_protocol={k.security_protocol} does not "
+                         "use SASL: set kafka.security_protocol=SASL_SSL (or SASL_PLAINTEXT), or "
+                         "remove kafka.sasl_mechanism"))
+    if k.security_protocol == "SASL_PLAINTEXT" and k.sasl_mechanism == "PLAIN":
+        f.append(Finding("warning", "kafka.security_protocol",
+                         "SASL_PLAINTEXT with PLAIN sends the password unencrypted: use "
+                         "SASL_SSL, or a SCRAM mechanism"))
+    files = {"cafile": k.ssl.cafile, "certfile": k.ssl.certfile, "keyfile": k.ssl.keyfile}
+    if k.security_protocol not in TLS_PROTOCOLS:
+        for name in (name for name, path in files.items() if path is not None):
+            f.append(Finding("warning", f"kafka.ssl.{name}",
+                             f"is ignored: kafka.security_protocol={k.security_protocol} does "
+                             "not use TLS (SSL or SASL_SSL do)"))
+    elif k.ssl.keyfile is not None and k.ssl.certfile is None:
+        f.append(Finding("error", "kafka.ssl.certfile", "is needed with kafka.ssl.keyfile: the "
+                                                        "client certificate (PEM)"))
+    return f
+
+
 def static_findings(s: VeltrixConfig) -> list[Finding]:
     from veltrix_ray.contracts import written
     from veltrix_ray.transform import output_schema
 
-    f: list[Finding] = []
+    f: list[Finding] = kafka_security_findings(s.kafka)
     _choice(f, "until", s.until, ("forever", "drained"))
     _choice(f, "pipeline.mode", s.pipeline.mode, ("append", "upsert"))
     _choice(f, "pipeline.on_transform_error", s.pipeline.on_transform_error,

@@ -14,7 +14,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
+
+from veltrix_ray.source.security import explain
 
 _POLL_S = 0.1
 
@@ -23,13 +25,19 @@ _POLL_S = 0.1
 async def _admin(bootstrap: str, timeout_s: float,
                  options: Mapping[str, Any] | None = None) -> AsyncIterator[AIOKafkaAdminClient]:
     """A started admin client, closed again even when starting it failed. `options`: extra
-    client settings such as security_protocol and SASL credentials."""
-    client = AIOKafkaAdminClient(
-        **{**(options or {}), "bootstrap_servers": bootstrap,
-           "request_timeout_ms": max(1, int(timeout_s * 1000))}
-    )
+    client settings such as security_protocol, the SSL context and SASL credentials. A broker
+    that refuses them raises KafkaSecurityError naming the key to change."""
+    settings = {**(options or {}), "bootstrap_servers": bootstrap,
+                "request_timeout_ms": max(1, int(timeout_s * 1000))}
+    client = AIOKafkaAdminClient(**settings)
     try:
-        await client.start()
+        try:
+            await client.start()
+        except KafkaConnectionError as exc:
+            problem = await explain(bootstrap, settings)
+            if problem is not None:
+                raise problem from exc
+            raise
         yield client
     finally:
         await client.close()

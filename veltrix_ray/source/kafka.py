@@ -13,14 +13,18 @@ from aiokafka.errors import KafkaConnectionError
 from veltrix_ray.config.parse import parse_start
 from veltrix_ray.config.schema import KafkaConfig
 from veltrix_ray.contracts import Fetched
+from veltrix_ray.source.security import SASL_PROTOCOLS, TLS_PROTOCOLS, explain, ssl_context
 
 
 def client_options(cfg: KafkaConfig) -> dict[str, Any]:
-    """Connection settings shared by consumers and admin clients (credentials from env)."""
+    """Connection settings shared by consumers and admin clients (credentials from env).
+    Raises KafkaSecurityError naming the kafka.ssl key of a file that cannot be loaded."""
     opts: dict[str, Any] = {"bootstrap_servers": cfg.bootstrap,
                             "security_protocol": cfg.security_protocol,
                             "request_timeout_ms": cfg.request_timeout_ms}
-    if cfg.sasl_mechanism:
+    if cfg.security_protocol in TLS_PROTOCOLS:
+        opts["ssl_context"] = ssl_context(cfg.ssl)
+    if cfg.security_protocol in SASL_PROTOCOLS:
         opts.update(sasl_mechanism=cfg.sasl_mechanism, sasl_plain_username=cfg.sasl_username,
                     sasl_plain_password=cfg.sasl_password)
     return opts
@@ -31,17 +35,22 @@ async def open_consumer(cfg: KafkaConfig, batch_bytes: int, client_id: str) -> A
     kafka.connect_timeout_s."""
     deadline = time.monotonic() + cfg.connect_timeout_s
     delay = 0.5
+    options = client_options(cfg)
     while True:
         consumer = AIOKafkaConsumer(
-            **client_options(cfg), client_id=client_id, group_id=None,
+            **options, client_id=client_id, group_id=None,
             enable_auto_commit=False, auto_offset_reset="none",
             isolation_level="read_committed", fetch_max_bytes=batch_bytes,
             max_partition_fetch_bytes=batch_bytes, fetch_max_wait_ms=cfg.fetch_wait_ms)
         try:
             await consumer.start()
             return consumer
-        except KafkaConnectionError:
+        except KafkaConnectionError as exc:
             await consumer.stop()
+            # an untrusted certificate or refused credentials do not pass by waiting
+            problem = await explain(cfg.bootstrap, options)
+            if problem is not None:
+                raise problem from exc
             if time.monotonic() + delay > deadline:
                 raise
             await asyncio.sleep(delay)
