@@ -3,8 +3,8 @@
 import pyarrow as pa
 import pytest
 
-from veltrix_ray.batch import Column, Decoder
-from veltrix_ray.contracts import Fetched
+from veltrix_ray.batch import METADATA, Column, Decoder
+from veltrix_ray.contracts import Fetched, Reason
 
 pytestmark = pytest.mark.unit
 
@@ -45,21 +45,21 @@ def test_bad_records_are_isolated_with_their_offsets_and_reasons() -> None:
         b'{"id":"\xff\xfe","ts":"2026-11-26T10:00:00Z","n":1}',  # not UTF-8
         b'{"id":"o","ts":"2026-11-26T10:00:00Z","n":1,"doc":"' + b"x" * 300 + b'"}',
         b'{"id":"z","ts":"2026-11-26T10:00:00","n":1}',  # no time zone
-        None,  # tombstone
+        None,  # tombstone: not an event, not a dead letter
         good,
     ]))
     assert out.batch.column("id").to_pylist() == ["g", "g"]
     assert out.batch.column("_kafka_offset").to_pylist() == [10, 18]
+    assert out.good == [0, 8] and out.skipped == [7]
     reasons = {b.offset: b.error for b in out.bad}
-    assert sorted(reasons) == [11, 12, 13, 14, 15, 16, 17]
+    assert sorted(reasons) == [11, 12, 13, 14, 15, 16]
     assert "truncated" in reasons[11]
     assert "Expected `int`, got `str` - at `$.n`" in reasons[12]
     assert "missing required field `ts`" in reasons[13]
     assert "not valid UTF-8" in reasons[14]
     assert "exceeds pipeline.max_record_bytes=200" in reasons[15]
     assert "has no zone" in reasons[16]
-    assert "tombstone" in reasons[17]
-    assert all(b.value is not None for b in out.bad if b.offset != 17)
+    assert all(b.value is not None for b in out.bad)
 
 
 def test_a_merge_of_broken_records_cannot_pass_for_valid_ones() -> None:
@@ -84,3 +84,127 @@ def test_iso_timestamps_outside_rfc3339_are_accepted_zone_still_required() -> No
     reasons = {b.offset: b.error for b in out.bad}
     assert "has no zone - at `$.ts`" in reasons[12]
     assert "datetime" in reasons[13]
+
+
+# --- each record must be exactly one JSON value ---------------------------------------------
+
+SIMPLE = [Column("id", "string", False), Column("n", "int64", False)]
+
+
+def test_records_that_only_join_into_valid_events_are_each_dead_lettered() -> None:
+    # joined with commas these read as three valid events: {"id":"a","n":1,"x":","},
+    # {"id":"b","n":2} and {"id":"c","n":3}; none of the three records is one valid event
+    out = Decoder(SIMPLE, 1000).decode(fetch([
+        b'{"id":"a","n":1,"x":"',
+        b'"}',
+        b'{"id":"b","n":2},{"id":"c","n":3}',
+    ]))
+    assert out.batch.num_rows == 0 and out.good == [] and out.skipped == []
+    assert [(b.offset, b.index, b.error) for b in out.bad] == [
+        (10, 0, "DecodeError: Input data was truncated"),
+        (11, 1, "DecodeError: Input data was truncated"),
+        (12, 2, "DecodeError: JSON is malformed: trailing characters (byte 17)"),
+    ]
+
+
+def test_a_record_with_two_events_among_good_ones_shifts_nothing() -> None:
+    out = Decoder(SIMPLE, 1000).decode(fetch([
+        b'{"id":"a","n":1}', b'{"id":"b","n":2},{"id":"c","n":3}', b'{"id":"d","n":4}',
+        b'{"id":"e","n":5,"s":"', b'"}']))
+    assert out.batch.select(["id", "n", "_kafka_offset"]).to_pylist() == [
+        {"id": "a", "n": 1, "_kafka_offset": 10}, {"id": "d", "n": 4, "_kafka_offset": 12}]
+    assert out.good == [0, 2]
+    assert [b.offset for b in out.bad] == [11, 13, 14]
+
+
+def test_whitespace_and_a_bom_around_a_value_are_valid_encodings() -> None:
+    out = Decoder(SIMPLE, 1000).decode(fetch([
+        b'{"id":"a","n":1}', b' {"id":"b","n":2}\n', b'\xef\xbb\xbf{"id":"c","n":3}',
+        b'\t{"id":"d",\r\n"n":4}  ']))
+    assert out.bad == [] and out.good == [0, 1, 2, 3]
+    assert out.batch.column("id").to_pylist() == ["a", "b", "c", "d"]
+    assert out.batch.column("_kafka_offset").to_pylist() == [10, 11, 12, 13]
+
+
+def test_a_clean_fetch_is_decoded_at_once() -> None:
+    out = Decoder(SIMPLE, 1000).decode(fetch([b'{"id":"a","n":1}', b'{"n":2,"id":"b"}']))
+    assert out.good is None and out.bad == [] and out.skipped == []
+    assert out.batch.column("n").to_pylist() == [1, 2]
+
+
+# --- tombstones -----------------------------------------------------------------------------
+
+
+def test_tombstones_are_skipped_neither_rows_nor_dead_letters() -> None:
+    out = Decoder(SIMPLE, 1000).decode(fetch([
+        None, b'{"id":"a","n":1}', None, b'{"id":"b","n":2}', None]))
+    assert out.bad == [] and out.skipped == [0, 2, 4] and out.good == [1, 3]
+    assert out.batch.select(["id", "_kafka_offset"]).to_pylist() == [
+        {"id": "a", "_kafka_offset": 11}, {"id": "b", "_kafka_offset": 13}]
+
+
+def test_tombstones_next_to_bad_records() -> None:
+    out = Decoder(SIMPLE, 1000).decode(fetch([
+        b'{"id":"a","n":1}', None, b'{"id":"b"}', b'{"id":"c","n":3}', None]))
+    assert out.skipped == [1, 4] and out.good == [0, 3]
+    assert out.batch.column("_kafka_offset").to_pylist() == [10, 13]
+    assert [(b.offset, b.error) for b in out.bad] == [
+        (12, "ValidationError: Object missing required field `n`")]
+
+
+def test_a_fetch_of_tombstones_only() -> None:
+    out = Decoder(SIMPLE, 1000).decode(fetch([None, None]))
+    assert out.batch.num_rows == 0 and out.bad == [] and out.good == [] and out.skipped == [0, 1]
+    assert out.batch.schema.names == ["id", "n", *METADATA.names]
+
+
+# --- what PostgreSQL would reject is caught at decode ---------------------------------------
+
+DOCS = [Column("id", "string", False), Column("note", "string", True),
+        Column("doc", "json", True), Column("meta", "json", False)]
+TEXT_NUL = ("ValidationError: column `{0}` contains a NUL character (\\u0000), which PostgreSQL "
+            "text cannot store - at `$.{0}`")
+JSON_NUL = ("ValidationError: column `{0}` contains \\u0000 in a JSON string, which PostgreSQL "
+            "jsonb rejects (SQLSTATE 22P05: unsupported Unicode escape sequence) - at `$.{0}`")
+JSON_NULL = ("ValidationError: Expected a JSON value, got `null` (column `{0}` is not "
+             "nullable) - at `$.{0}`")
+
+
+def nul_fetch(broken: bool) -> Fetched:
+    return fetch([
+        b'{"id":"a","meta":1}',
+        b'{"id":"b\\u0000","meta":1}',  # NUL in a non-nullable string column
+        b'{"id":"c","note":"x\\u0000y","meta":{}}',  # in a nullable one
+        b'{"id":"d","doc":{"k":"\\u0000"},"meta":2}',  # in a JSON string
+        b'{"id":"e","doc":{"\\u0000":1},"meta":2}',  # in a JSON key
+        b'{"id":"f","doc":"\\\\u0000","meta":[]}',  # an escaped backslash, then "u0000": fine
+        b'{"id":"g","meta":null}',  # null in a non-nullable json column
+        b'{"id":"h","doc":null,"meta":"\\\\\\u0000"}',  # backslash, then NUL
+        b'{"id":"i\\u0000","meta":null}',  # two faults: the first column is named
+        b'{"id":"j","doc":null,"meta":true}',
+        b'{"id":"k","meta":1' if broken else b'{"id":"k","meta":1}',
+    ])
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["fetch-at-once", "record-by-record"])
+def test_nul_characters_and_null_json_in_a_required_column_are_dead_letters(broken: bool,
+                                                                             ) -> None:
+    out = Decoder(DOCS, 1000).decode(nul_fetch(broken))
+    assert out.batch.select(["id", "note", "doc", "meta"]).to_pylist() == [
+        {"id": "a", "note": None, "doc": None, "meta": "1"},
+        {"id": "f", "note": None, "doc": '"\\\\u0000"', "meta": "[]"},
+        {"id": "j", "note": None, "doc": None, "meta": "true"},
+    ] + ([] if broken else [{"id": "k", "note": None, "doc": None, "meta": "1"}])
+    assert out.good == [0, 5, 9] + ([] if broken else [10])
+    assert out.batch.column("_kafka_offset").to_pylist() == [10, 15, 19] + (
+        [] if broken else [20])
+    expected = [(11, TEXT_NUL.format("id")), (12, TEXT_NUL.format("note")),
+                (13, JSON_NUL.format("doc")), (14, JSON_NUL.format("doc")),
+                (16, JSON_NULL.format("meta")), (17, JSON_NUL.format("meta")),
+                (18, TEXT_NUL.format("id"))]
+    if broken:
+        expected.append((20, "DecodeError: Input data was truncated"))
+    assert [(b.offset, b.error) for b in out.bad] == expected
+    assert [b.index for b in out.bad] == [o - 10 for o, _ in expected]
+    assert all(b.reason is Reason.DECODE and b.value for b in out.bad)
+    assert out.bad[0].value == b'{"id":"b\\u0000","meta":1}'

@@ -6,25 +6,42 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import cast
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from veltrix_ray.batch.schema import METADATA, Column, arrow_schema, decoding_type
 from veltrix_ray.contracts import DeadLetter, Fetched, Reason
 
 _BOM = b"\xef\xbb\xbf"
+# JSON can only spell a NUL character as this escape (raw control characters are invalid)
+_NUL_ESCAPE = b"\\u0000"
+# the escape itself, not an escaped backslash followed by "u0000" (RE2 syntax)
+_NUL_ESCAPE_RE = r"(?:^|[^\\])(?:\\\\)*\\u0000"
 
 
 @dataclass
 class Decoded:
     batch: pa.RecordBatch  # the good rows: schema columns + Kafka metadata columns
-    bad: list[DeadLetter] = field(default_factory=list)
+    bad: list[DeadLetter] = field(default_factory=list)  # in fetch order
     good: list[int] | None = None  # fetch positions of the batch's rows (None: all of them)
+    # fetch positions of tombstones (records with a null value): not events, so neither rows
+    # nor dead letters; their offsets are consumed all the same
+    skipped: list[int] = field(default_factory=list)
 
 
 class Decoder:
-    """Decodes a whole fetch in one C call (msgspec); only a failing fetch is split up."""
+    """Decodes a whole fetch in one C call (msgspec); only a failing fetch is split up.
+
+    The fetch's values are joined into one JSON array. Its elements are first read as
+    msgspec.Raw spans: the fetch is decoded at once only if each element is exactly one record's
+    bytes (same count, same lengths; as the array has no room left for whitespace, the spans
+    then coincide with the records). Anything else - a record holding two values, a value split
+    over two records, whitespace or a BOM around a value - is decoded record by record.
+    Values PostgreSQL would reject (NUL characters, `null` JSON in a non-nullable column) are
+    dead-lettered here, with the column named, rather than at the sink."""
 
     def __init__(self, columns: Sequence[Column], max_record_bytes: int) -> None:
         self.columns = list(columns)
@@ -34,6 +51,7 @@ class Decoder:
         event = decoding_type(self.columns)
         self._one = msgspec.json.Decoder(event)
         self._many = msgspec.json.Decoder(list[event])  # type: ignore[valid-type]
+        self._spans = msgspec.json.Decoder(list[msgspec.Raw])
         # second chance for ISO-8601 timestamps RFC 3339 does not cover ("+00", "T10:00Z")
         self._timestamps = [c.name for c in self.columns if c.type == "timestamp"]
         self._lenient = msgspec.json.Decoder(
@@ -42,31 +60,88 @@ class Decoder:
 
     def decode(self, fetched: Fetched) -> Decoded:
         values = fetched.values
-        good: list[int] | None = None
+        skipped: list[int] = []
+        good: list[int] | None = None  # None: every record, in order
+        present = cast("list[bytes]", values)
+        try:
+            lengths = list(map(len, present))
+        except TypeError:  # tombstones (None): not events
+            skipped = [i for i, v in enumerate(values) if v is None]
+            good = [i for i, v in enumerate(values) if v is not None]
+            present = [cast(bytes, values[i]) for i in good]
+            lengths = list(map(len, present))
         bad: list[DeadLetter] = []
-        rows: list[msgspec.Struct] = []
-        if all(v is not None and len(v) <= self.max_record_bytes for v in values):
-            try:
-                rows = self._many.decode(b"[" + b",".join(values) + b"]")  # type: ignore[arg-type]
-            except (msgspec.MsgspecError, ValueError):
-                rows = []
-            # one element per record, each a valid event; anything else is isolated below
-            if len(rows) != len(values):
-                rows = []
-        if not rows and values:
+        rows, maybe_nul = self._decode_all(present, lengths)
+        if rows is None:  # isolate the bad records
+            positions = range(len(values)) if good is None else good
+            maybe_nul = True
             good, rows = [], []
-            for i, value in enumerate(values):
+            for i, value in zip(positions, present, strict=True):
                 row, error = self._decode_one(value)
                 if row is not None:
                     good.append(i)
                     rows.append(row)
                 else:
                     bad.append(fetched.dead_letter(i, str(error), Reason.DECODE))
-        return Decoded(self._to_batch(rows, fetched, good), bad, good)
+        batch = self._to_batch(rows, fetched, good)
+        rejected = self._rejected(batch, maybe_nul)
+        if rejected:
+            positions = range(len(values)) if good is None else good
+            keep = [j not in rejected for j in range(batch.num_rows)]
+            bad += [fetched.dead_letter(positions[j], error, Reason.DECODE)
+                    for j, error in rejected.items()]
+            bad.sort(key=attrgetter("index"))
+            good = [p for p, k in zip(positions, keep, strict=True) if k]
+            batch = batch.filter(pa.array(keep, pa.bool_()))
+        return Decoded(batch, bad, good, skipped)
 
-    def _decode_one(self, value: bytes | None) -> tuple[msgspec.Struct | None, str | None]:
-        if value is None:
-            return None, "record has no value (tombstone)"
+    def _decode_all(self, values: list[bytes], lengths: list[int],
+                    ) -> tuple[list[msgspec.Struct] | None, bool]:
+        """The events of `values` in one C call, or None when they are not exactly one valid
+        event per record; and whether a NUL escape may occur in them."""
+        if not values:
+            return [], False
+        if max(lengths) > self.max_record_bytes:
+            return None, True
+        # one copy: the brackets ride on the first and last values
+        if len(values) == 1:
+            joined = b"[" + values[0] + b"]"
+        else:
+            joined = b",".join([b"[" + values[0], *values[1:-1], values[-1] + b"]"])
+        try:
+            if list(map(len, self._spans.decode(joined))) != lengths:
+                return None, True
+            # memchr first: most fetches hold no escape at all
+            return self._many.decode(joined), b"\\" in joined and _NUL_ESCAPE in joined
+        except (msgspec.MsgspecError, ValueError):
+            return None, True
+
+    def _rejected(self, batch: pa.RecordBatch, maybe_nul: bool) -> dict[int, str]:
+        """Rows of `batch` PostgreSQL would reject -> why (their first such column)."""
+        found: dict[int, str] = {}
+        for col in self.columns:
+            arr = batch.column(col.name)
+            checks = []
+            if col.type == "json" and not col.nullable and arr.null_count:
+                checks.append((pc.is_null(arr), f"ValidationError: Expected a JSON value, got "
+                               f"`null` (column `{col.name}` is not nullable) - at `$.{col.name}`"))
+            if maybe_nul and col.type == "string":
+                checks.append((pc.match_substring(arr, "\x00"), (
+                    f"ValidationError: column `{col.name}` contains a NUL character (\\u0000), "
+                    f"which PostgreSQL text cannot store - at `$.{col.name}`")))
+            if maybe_nul and col.type == "json" and pc.any(
+                    pc.match_substring(arr, _NUL_ESCAPE.decode())).as_py():
+                checks.append((pc.match_substring_regex(arr, _NUL_ESCAPE_RE), (
+                    f"ValidationError: column `{col.name}` contains \\u0000 in a JSON string, "
+                    "which PostgreSQL jsonb rejects (SQLSTATE 22P05: unsupported Unicode escape "
+                    f"sequence) - at `$.{col.name}`")))
+            for mask, error in checks:
+                if pc.any(mask).as_py():
+                    for j in pc.indices_nonzero(mask.fill_null(False)).to_pylist():
+                        found.setdefault(j, error)
+        return dict(sorted(found.items()))
+
+    def _decode_one(self, value: bytes) -> tuple[msgspec.Struct | None, str | None]:
         if len(value) > self.max_record_bytes:
             return None, (f"value of {len(value)} bytes exceeds pipeline.max_record_bytes="
                           f"{self.max_record_bytes}")
@@ -109,8 +184,7 @@ class Decoder:
         for col, get in self._getters:
             data = [get(r) for r in rows]
             if col.type == "json":
-                raw = [None if v is None else bytes(v) for v in data]
-                data = [None if v == b"null" else v for v in raw]
+                data = [None if v is None or (b := bytes(v)) == b"null" else b for v in data]
                 arrays.append(pa.array(data, pa.binary()).cast(pa.string()))
             else:
                 arrays.append(pa.array(data, self.schema.field(col.name).type))
