@@ -30,6 +30,7 @@ from veltrix_ray.errors import ConfigError
 from veltrix_ray.runtime.assignment import assign
 from veltrix_ray.runtime.budget import MIB, Budget
 from veltrix_ray.sink.ddl import incompatibilities
+from veltrix_ray.sink.introspect import columns, has_unique_key, table_oid
 from veltrix_ray.source.admin import partition_count
 from veltrix_ray.source.kafka import client_options
 from veltrix_ray.source.security import KafkaSecurityError
@@ -237,29 +238,22 @@ def _target(conn: psycopg.Connection, s: VeltrixConfig,
     returns the table's state for the `ok` line."""
     p, db_schema = s.pipeline, s.postgres.db_schema
     table = f"{db_schema}.{p.table}"
-    row = conn.execute("SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = "
-                       "c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
-                       (db_schema, p.table)).fetchone()
-    if row is None:
-        return [], "does not exist yet and will be created"
-    if schema is None:
-        return [], "exists (not compared: the pipeline has errors)"
-    oid = row[0]
-    columns = {name: (kind, nullable) for name, kind, nullable in conn.execute(
-        "SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns "
-        "WHERE table_schema = %s AND table_name = %s", (db_schema, p.table)).fetchall()}
-    problems = [Finding("error", "pipeline.columns",
-                        f"{why} (or set pipeline.table to a new table, which veltrix-ray "
-                        "creates)")
-                for why in incompatibilities(schema, table, columns, p.key)]
-    if p.mode == "upsert" and p.key:
-        unique = [sorted(r[0]) for r in conn.execute(
-            "SELECT array_agg(a.attname::text) FROM pg_index i JOIN pg_attribute a ON "
-            "a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s AND "
-            "i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL "
-            "GROUP BY i.indexrelid", (oid,)).fetchall()]
-        if sorted(p.key) not in unique:
-            keys = ", ".join(p.key)
+    # the same questions, asked the same way, as the sink's setup (veltrix_ray.sink.introspect)
+    with conn.cursor() as cur:
+        oid = table_oid(cur, db_schema, p.table)
+        if oid is None:
+            return [], "does not exist yet and will be created"
+        if schema is None:
+            return [], "exists (not compared: the pipeline has errors)"
+        # the key only constrains the table in upsert mode; append ignores it
+        key = p.key if p.mode == "upsert" else []
+        problems = [Finding("error", "pipeline.columns",
+                            f"{why} (or set pipeline.table to a new table, which veltrix-ray "
+                            "creates)")
+                    for why in incompatibilities(schema, table, columns(cur, db_schema, p.table),
+                                                 key)]
+        if key and not has_unique_key(cur, db_schema, p.table, key):
+            keys = ", ".join(key)
             problems.append(Finding(
                 "error", "pipeline.key",
                 f"upsert on ({keys}) needs a PRIMARY KEY or UNIQUE index on exactly those "

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import pyarrow as pa
 
 from veltrix_ray.batch.schema import JSON_FIELD
 from veltrix_ray.errors import ConfigError
+from veltrix_ray.sink.introspect import Column
 
 # PostgreSQL type for an Arrow type, and the existing column types it may be written into
 _PG: list[tuple[pa.DataType, str, set[str]]] = [
@@ -43,9 +46,10 @@ def _accepts(field: pa.Field, existing: str) -> bool:
     return any(field.type == arrow and existing in ok for arrow, _, ok in _PG)
 
 
-def incompatibilities(schema: pa.Schema, table: str, existing: dict[str, tuple[str, bool]],
-                      key: list[str]) -> list[str]:
-    """Readable reasons why rows of `schema` cannot go into the existing table (empty: fine)."""
+def incompatibilities(schema: pa.Schema, table: str, existing: Mapping[str, Column],
+                      key: Sequence[str]) -> list[str]:
+    """Readable reasons why rows of `schema` cannot go into the existing table (empty: fine).
+    `key`: the upsert key (its columns are NOT NULL by design; empty in append mode)."""
     problems = []
     for field in schema:
         if field.name not in existing:
@@ -53,7 +57,7 @@ def incompatibilities(schema: pa.Schema, table: str, existing: dict[str, tuple[s
                             f"({pg_type(field)}): add it, or drop it from pipeline.columns / "
                             "the transforms")
             continue
-        pg, nullable = existing[field.name]
+        pg, nullable = existing[field.name].type, existing[field.name].nullable
         if not _accepts(field, pg):
             problems.append(f"column {field.name!r} of {table} is {pg}, but the pipeline writes "
                             f"{pg_type(field)}: change the column's type in pipeline.columns or "
