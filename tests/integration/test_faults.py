@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import ray
 from aiokafka import AIOKafkaProducer
 
 from veltrix_ray import Pipeline, load_config
+from veltrix_ray.local.kafka import KafkaBroker
+from veltrix_ray.local.postgres import LocalPostgres
+from veltrix_ray.local.procs import free_port
+from veltrix_ray.source.admin import ensure_topic
 
-from .helpers import event_ids, offsets, overrides
+from .helpers import (
+    Background,
+    committed_rows,
+    dead_letters,
+    event_ids,
+    fill,
+    offsets,
+    overrides,
+)
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -44,3 +61,69 @@ def test_compressible_large_records_under_a_small_budget_complete(
     assert sorted(event_ids(pg_dsn)) == sorted(f"big{i}" for i in range(400))
     assert offsets(pg_dsn, topic) == {0: 400}
     assert summary.workers[0]["peak_rss"] <= 640 * 2**20
+
+
+OUTAGE_S = 95  # longer than the retry budget that used to end a run (20 attempts, ~76 s)
+
+
+def forever(topic: str, dsn: str, *extra: str) -> list[str]:
+    return [o for o in overrides(topic, dsn, *extra) if o != "until=drained"]
+
+
+def test_postgres_down_longer_than_any_retry_budget_a_forever_run_rides_it_out(
+        kafka_bootstrap: str, service_dir: Path, new_topic: Callable[[int], str]) -> None:
+    pg = LocalPostgres(service_dir / "pg", free_port())
+    pg.start()
+    try:
+        topic = new_topic(4)
+        first = fill(kafka_bootstrap, topic, 8_000, 4, seed=1, bad_fraction=0.01)
+        with Background(forever(topic, pg.dsn, "topology.workers=2",
+                                "batch.max_records=500")) as run:
+            run.wait("some rows", lambda: committed_rows(pg.dsn) > 1000)
+            pg.stop()
+            # events keep arriving while PostgreSQL is away
+            second = fill(kafka_bootstrap, topic, 8_000, 4, seed=2, bad_fraction=0.01)
+            time.sleep(OUTAGE_S)
+            assert run.thread.is_alive() and run.error is None, "the run gave up"
+            pg.start()
+            good = first.good | second.good
+            run.wait("the backlog after the outage", lambda: committed_rows(pg.dsn) == len(good),
+                     timeout=180)
+        run.join()
+        ids = event_ids(pg.dsn)
+        assert len(ids) == len(good) and set(ids) == good
+        assert len(dead_letters(pg.dsn)) == len(first.bad) + len(second.bad)
+    finally:
+        pg.stop()
+
+
+def test_kafka_down_longer_than_the_connect_timeout_with_a_worker_lost_meanwhile(
+        service_dir: Path, pg_dsn: str) -> None:
+    """The broker goes away; a worker dies while it is away, and its replacement cannot
+    reach Kafka (a retriable failure: restarted with backoff, never fatal to `forever`)."""
+    broker = KafkaBroker(service_dir / "kafka", free_port(), free_port())
+    broker.start()
+    try:
+        topic = "outage"
+        asyncio.run(ensure_topic(broker.bootstrap, topic, 4))
+        first = fill(broker.bootstrap, topic, 8_000, 4, seed=1)
+        with Background(forever(topic, pg_dsn, f"kafka.bootstrap={broker.bootstrap}",
+                                "topology.workers=2", "batch.max_records=500",
+                                "kafka.connect_timeout_s=3")) as run:
+            run.wait("some rows", lambda: committed_rows(pg_dsn) > 1000)
+            broker.stop()
+            pid = sorted(ray.get(run.coordinator().worker_pids.remote()).values())[0]
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(OUTAGE_S)
+            assert run.thread.is_alive() and run.error is None, "the run gave up"
+            broker.start()
+            second = fill(broker.bootstrap, topic, 8_000, 4, seed=2)
+            good = first.good | second.good
+            run.wait("the events after the outage",
+                     lambda: committed_rows(pg_dsn) == len(good), timeout=180)
+        summary = run.join()
+        ids = event_ids(pg_dsn)
+        assert len(ids) == len(good) and set(ids) == good
+        assert sum(w["restarts"] for w in summary.workers) >= 2
+    finally:
+        broker.stop()
