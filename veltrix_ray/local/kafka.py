@@ -11,7 +11,8 @@ import shlex
 import shutil
 import subprocess
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from veltrix_ray.errors import StackError
@@ -114,13 +115,57 @@ def _cluster_id() -> str:
             return cid
 
 
+@dataclass(frozen=True)
+class SecureListeners:
+    """Two more listeners of a broker, for trying TLS and SASL locally: SSL (which requires a
+    client certificate signed by the truststore's CA) and SASL_SSL (PLAIN, SCRAM-SHA-256 and
+    SCRAM-SHA-512 for `users`, whose SCRAM credentials are written when the storage is
+    formatted). Both bound to 127.0.0.1, beside the plaintext listener."""
+
+    ssl_port: int
+    sasl_ssl_port: int
+    # PEM: the broker's unencrypted PKCS#8 private key, then its certificate chain
+    keystore: Path
+    # PEM: the CA certificates that client certificates must chain to
+    truststore: Path
+    users: Mapping[str, str] = field(default_factory=dict)  # name -> password
+
+    def properties(self) -> list[str]:
+        from veltrix_ray.source.security import SASL_MECHANISMS  # aiokafka: not for `local env`
+
+        jaas = " ".join(f'user_{name}="{password}"' for name, password in self.users.items())
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return [
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={self.keystore}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={self.truststore}",
+            "listener.name.ssl.ssl.client.auth=required",
+            f"sasl.enabled.mechanisms={','.join(SASL_MECHANISMS)}",
+            "listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security."
+            f"plain.PlainLoginModule required {jaas};",
+            f"listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config={scram}",
+            f"listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={scram}",
+        ]
+
+    def scram_arguments(self) -> list[str]:
+        """`kafka-storage format` arguments that create the SCRAM users."""
+        from veltrix_ray.source.security import SASL_MECHANISMS
+
+        return [arg for name, password in self.users.items()
+                for mechanism in SASL_MECHANISMS if mechanism.startswith("SCRAM")
+                for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]
+
+
 @dataclass
 class KafkaBroker:
-    """One combined broker+controller node bound to 127.0.0.1."""
+    """One combined broker+controller node bound to 127.0.0.1 (plaintext, plus TLS and SASL
+    listeners when `secure` is given)."""
 
     home: Path
     port: int
     controller_port: int
+    secure: SecureListeners | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -139,15 +184,21 @@ class KafkaBroker:
 
     def _write_properties(self) -> Path:
         props = self.home / "server.properties"
+        advertised = [f"PLAINTEXT://{procs.HOST}:{self.port}"]
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        if self.secure is not None:
+            advertised += [f"SSL://{procs.HOST}:{self.secure.ssl_port}",
+                           f"SASL_SSL://{procs.HOST}:{self.secure.sasl_ssl_port}"]
+            protocols += ",SSL:SSL,SASL_SSL:SASL_SSL"
         props.write_text("\n".join([
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@{procs.HOST}:{self.controller_port}",
-            f"listeners=PLAINTEXT://{procs.HOST}:{self.port},"
-            f"CONTROLLER://{procs.HOST}:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://{procs.HOST}:{self.port}",
+            f"listeners={','.join(advertised)},CONTROLLER://{procs.HOST}:{self.controller_port}",
+            f"advertised.listeners={','.join(advertised)}",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"listener.security.protocol.map={protocols}",
+            *(self.secure.properties() if self.secure is not None else []),
             "inter.broker.listener.name=PLAINTEXT",
             f"log.dirs={self.home / 'data'}",
             "num.partitions=1",
@@ -171,7 +222,8 @@ class KafkaBroker:
                 f"-Dlog4j2.configurationFile={LOG4J}", "-cp", classpath]
         if not (self.home / "data" / "meta.properties").exists():
             fmt = subprocess.run(
-                [*base, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)],
+                [*base, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props),
+                 *(self.secure.scram_arguments() if self.secure is not None else [])],
                 capture_output=True, text=True)
             if fmt.returncode != 0:
                 raise StackError(f"Formatting the KRaft storage in {self.home / 'data'} failed:\n"

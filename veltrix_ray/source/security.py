@@ -38,12 +38,20 @@ KEY_PASSWORD_ENV = "$VELTRIX_KAFKA_SSL_KEY_PASSWORD"
 
 
 class KafkaSecurityError(ConfigError):
-    """A Kafka connection failed for a reason a config key fixes: `key` names it."""
+    """A Kafka connection failed for a reason a config key fixes: `key` names it, `reason`
+    says why and how. Like every VeltrixError it can be re-made from its message alone."""
 
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
+    def __init__(self, message: str, key: str = "kafka", reason: str = "") -> None:
+        super().__init__(message)
         self.key = key
-        self.reason = message
+        self.reason = reason or message
+
+    def __reduce__(self) -> tuple[type[KafkaSecurityError], tuple[str, str, str]]:
+        return type(self), (str(self), self.key, self.reason)
+
+
+def _refused(key: str, reason: str) -> KafkaSecurityError:
+    return KafkaSecurityError(f"{key}: {reason}", key, reason)
 
 
 def ssl_context(cfg: KafkaSslConfig) -> ssl.SSLContext:
@@ -58,15 +66,15 @@ def ssl_context(cfg: KafkaSslConfig) -> ssl.SSLContext:
                 with open(path, "rb") as f:
                     pems[key] = f.read()
             except OSError as exc:
-                raise KafkaSecurityError(key, f"cannot read {path} ({exc.strerror}): point it "
-                                              "at a readable PEM file") from None
+                raise _refused(key, f"cannot read {path} ({exc.strerror}): point it at a "
+                                    "readable PEM file") from None
     # the private key may sit in the certificate file; without a password OpenSSL would
     # prompt for one on the terminal
     keyfile = cfg.keyfile or cfg.certfile
     encrypted = b"ENCRYPTED" in pems.get("kafka.ssl.keyfile", pems.get("kafka.ssl.certfile", b""))
     if encrypted and cfg.password is None:
-        raise KafkaSecurityError("kafka.ssl.password", f"the private key {keyfile} is encrypted: "
-                                                       f"export {KEY_PASSWORD_ENV}")
+        raise _refused("kafka.ssl.password",
+                       f"the private key {keyfile} is encrypted: export {KEY_PASSWORD_ENV}")
     try:
         context = create_ssl_context(cafile=cfg.cafile, certfile=cfg.certfile,
                                      keyfile=cfg.keyfile, password=cfg.password)
@@ -82,16 +90,16 @@ def _unloadable(cfg: KafkaSslConfig, exc: ssl.SSLError, encrypted: bool) -> Kafk
     try:
         create_ssl_context(cafile=cfg.cafile)
     except ssl.SSLError:
-        return KafkaSecurityError("kafka.ssl.cafile", f"{cfg.cafile} holds no usable PEM CA "
-                                                      f"certificate ({why})")
+        return _refused("kafka.ssl.cafile",
+                        f"{cfg.cafile} holds no usable PEM CA certificate ({why})")
     if encrypted and exc.reason != "KEY_VALUES_MISMATCH":
-        return KafkaSecurityError("kafka.ssl.password",
-                                  f"cannot decrypt the private key {cfg.keyfile or cfg.certfile} "
-                                  f"({why}): is {KEY_PASSWORD_ENV} its password?")
-    return KafkaSecurityError("kafka.ssl.certfile",
-                              f"cannot load the client certificate {cfg.certfile} with the key "
-                              f"{cfg.keyfile or cfg.certfile} ({why}): give a PEM certificate "
-                              "and its matching private key (kafka.ssl.keyfile)")
+        return _refused("kafka.ssl.password",
+                        f"cannot decrypt the private key {cfg.keyfile or cfg.certfile} ({why}): "
+                        f"is {KEY_PASSWORD_ENV} its password?")
+    return _refused("kafka.ssl.certfile",
+                    f"cannot load the client certificate {cfg.certfile} with the key "
+                    f"{cfg.keyfile or cfg.certfile} ({why}): give a PEM certificate and its "
+                    "matching private key (kafka.ssl.keyfile)")
 
 
 async def explain(bootstrap: str, options: Mapping[str, Any]) -> KafkaSecurityError | None:
@@ -101,7 +109,7 @@ async def explain(bootstrap: str, options: Mapping[str, Any]) -> KafkaSecurityEr
     for host, port, _ in collect_hosts(bootstrap, randomize=False):
         try:
             conn = await create_conn(host, port, **kwargs)
-        except (OSError, errors.KafkaError, TimeoutError) as exc:
+        except (OSError, errors.KafkaError, asyncio.TimeoutError) as exc:
             found = _named(exc, f"{host}:{port}", options)
             if found is not None:
                 return found
@@ -115,43 +123,43 @@ def _named(exc: BaseException, where: str, options: Mapping[str, Any]) -> KafkaS
     if isinstance(exc, errors.KafkaConnectionError) and exc.__cause__ is not None:
         exc = exc.__cause__  # what closed the connection: a TLS alert, a short read
     if isinstance(exc, asyncio.IncompleteReadError) and (exc.expected or 0) >> 16 in _TLS_RECORDS:
-        return KafkaSecurityError(
+        return _refused(
             "kafka.security_protocol",
             f"the listener at {where} speaks TLS: set kafka.security_protocol=SSL (or SASL_SSL)")
     if isinstance(exc, ssl.SSLCertVerificationError):
         if exc.verify_code in _NAME_MISMATCH:
-            return KafkaSecurityError(
+            return _refused(
                 "kafka.ssl.check_hostname",
                 f"the certificate of the broker at {where} does not name that host "
                 f"({exc.verify_message}): connect by a name the certificate holds "
                 "(kafka.bootstrap), or, only where the network is trusted, set "
                 "kafka.ssl.check_hostname=false")
-        return KafkaSecurityError(
+        return _refused(
             "kafka.ssl.cafile",
             f"the certificate of the broker at {where} is not trusted ({exc.verify_message}): "
             "set kafka.ssl.cafile to the PEM file of the CA that signed it")
     if isinstance(exc, ssl.SSLError):
         if any(alert in str(exc) for alert in _CLIENT_CERT_ALERTS):
-            return KafkaSecurityError(
+            return _refused(
                 "kafka.ssl.certfile",
                 f"the broker at {where} wants a client certificate signed by a CA it trusts "
                 f"({exc.reason}): set kafka.ssl.certfile and kafka.ssl.keyfile")
-        return KafkaSecurityError(
+        return _refused(
             "kafka.security_protocol",
             f"the TLS handshake with {where} failed ({exc.reason or exc}): is that a TLS "
             "listener? Check kafka.security_protocol and the port in kafka.bootstrap")
     mechanism = options.get("sasl_mechanism")
     if isinstance(exc, errors.SaslAuthenticationFailed):
-        return KafkaSecurityError(
+        return _refused(
             "kafka.sasl_password",
             f"SASL authentication failed for user {options.get('sasl_plain_username')!r} with "
             f"{mechanism} at {where} ({exc}): fix {_CREDENTIALS} (kafka.sasl_username / "
             "kafka.sasl_password), or kafka.sasl_mechanism")
     if isinstance(exc, errors.UnsupportedSaslMechanismError):
-        return KafkaSecurityError("kafka.sasl_mechanism", f"{exc}: set kafka.sasl_mechanism to "
-                                                          "one the broker enables")
+        return _refused("kafka.sasl_mechanism",
+                        f"{exc}: set kafka.sasl_mechanism to one the broker enables")
     if isinstance(exc, errors.IllegalSaslStateError):
-        return KafkaSecurityError(
+        return _refused(
             "kafka.security_protocol",
             f"the listener at {where} does not do SASL ({exc}): set kafka.security_protocol to "
             "SSL or PLAINTEXT, or point kafka.bootstrap at the SASL listener")
