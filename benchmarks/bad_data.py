@@ -14,11 +14,10 @@ import json
 import uuid
 
 import psycopg
+from pipeline import RESULTS, fresh_database, services
 
 from veltrix_ray import Pipeline, load_config
 from veltrix_ray.produce import produce
-
-from pipeline import RESULTS, fresh_database, services
 
 TABLE = ("CREATE TABLE events (event_id text NOT NULL, ts timestamptz NOT NULL, user_id bigint "
          "NOT NULL, kind text NOT NULL, amount double precision NOT NULL, country text NOT "

@@ -163,7 +163,7 @@ def test_a_fetch_of_tombstones_only() -> None:
 DOCS = [Column("id", "string", False), Column("note", "string", True),
         Column("doc", "json", True), Column("meta", "json", False)]
 TEXT_NUL = ("ValidationError: column `{0}` contains a NUL character (\\u0000), which PostgreSQL "
-            "text cannot store - at `$.{0}`")
+            "text cannot store (SQLSTATE 22021: character not in repertoire) - at `$.{0}`")
 JSON_NUL = ("ValidationError: column `{0}` contains \\u0000 in a JSON string, which PostgreSQL "
             "jsonb rejects (SQLSTATE 22P05: unsupported Unicode escape sequence) - at `$.{0}`")
 JSON_NULL = ("ValidationError: Expected a JSON value, got `null` (column `{0}` is not "

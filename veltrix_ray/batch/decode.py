@@ -128,7 +128,8 @@ class Decoder:
             if maybe_nul and col.type == "string":
                 checks.append((pc.match_substring(arr, "\x00"), (
                     f"ValidationError: column `{col.name}` contains a NUL character (\\u0000), "
-                    f"which PostgreSQL text cannot store - at `$.{col.name}`")))
+                    "which PostgreSQL text cannot store (SQLSTATE 22021: character not in "
+                    f"repertoire) - at `$.{col.name}`")))
             if maybe_nul and col.type == "json" and pc.any(
                     pc.match_substring(arr, _NUL_ESCAPE.decode())).as_py():
                 checks.append((pc.match_substring_regex(arr, _NUL_ESCAPE_RE), (

@@ -250,8 +250,7 @@ def _target(conn: psycopg.Connection, s: VeltrixConfig,
         problems = [Finding("error", "pipeline.columns",
                             f"{why} (or set pipeline.table to a new table, which veltrix-ray "
                             "creates)")
-                    for why in incompatibilities(schema, table, columns(cur, db_schema, p.table),
-                                                 key)]
+                    for why in incompatibilities(schema, table, columns(cur, db_schema, p.table))]
         if key and not has_unique_key(cur, db_schema, p.table, key):
             keys = ", ".join(key)
             problems.append(Finding(

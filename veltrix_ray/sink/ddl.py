@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import pyarrow as pa
 
@@ -46,10 +46,10 @@ def _accepts(field: pa.Field, existing: str) -> bool:
     return any(field.type == arrow and existing in ok for arrow, _, ok in _PG)
 
 
-def incompatibilities(schema: pa.Schema, table: str, existing: Mapping[str, Column],
-                      key: Sequence[str]) -> list[str]:
+def incompatibilities(schema: pa.Schema, table: str,
+                      existing: Mapping[str, Column]) -> list[str]:
     """Readable reasons why rows of `schema` cannot go into the existing table (empty: fine).
-    `key`: the upsert key (its columns are NOT NULL by design; empty in append mode)."""
+    A NOT NULL column is no reason: a row with a null there is dead-lettered on its own."""
     problems = []
     for field in schema:
         if field.name not in existing:
@@ -57,12 +57,9 @@ def incompatibilities(schema: pa.Schema, table: str, existing: Mapping[str, Colu
                             f"({pg_type(field)}): add it, or drop it from pipeline.columns / "
                             "the transforms")
             continue
-        pg, nullable = existing[field.name].type, existing[field.name].nullable
+        pg = existing[field.name].type
         if not _accepts(field, pg):
             problems.append(f"column {field.name!r} of {table} is {pg}, but the pipeline writes "
                             f"{pg_type(field)}: change the column's type in pipeline.columns or "
                             "the table")
-        elif field.nullable and not nullable and field.name not in key:
-            problems.append(f"column {field.name!r} of {table} is NOT NULL, but the pipeline "
-                            "may write nulls: set nullable: false for it in pipeline.columns")
     return problems

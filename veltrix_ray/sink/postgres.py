@@ -99,7 +99,7 @@ class PostgresSink:
                 self.dead_letters.create(cur)
                 existing = columns(cur, self.db_schema, self.table)
                 if existing:
-                    problems = incompatibilities(cols, self.table_name, existing, key)
+                    problems = incompatibilities(cols, self.table_name, existing)
                     if key and not has_unique_key(cur, self.db_schema, self.table, key):
                         problems.append(f"table {self.table_name} has no PRIMARY KEY or UNIQUE "
                                         f"index on ({', '.join(key)}), which upsert needs")
