@@ -46,8 +46,8 @@ def _config_show(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from veltrix_ray.check import run_checks
     from veltrix_ray.config import load_config, to_settings
-    from veltrix_ray.config.check import run_checks
 
     findings = run_checks(to_settings(load_config(args.overrides)))
     for finding in findings:
@@ -58,8 +58,8 @@ def _check(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import signal
 
+    from veltrix_ray.check import run_checks
     from veltrix_ray.config import load_config, to_settings
-    from veltrix_ray.config.check import run_checks
     from veltrix_ray.runtime import Pipeline, RunSummary
     from veltrix_ray.runtime.pipeline import ensure_ray
 

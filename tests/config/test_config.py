@@ -14,8 +14,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from veltrix_ray import cli
+from veltrix_ray.check import run_checks
 from veltrix_ray.config import load_config, to_settings
-from veltrix_ray.config.check import run_checks
 from veltrix_ray.config.validate import Finding, static_findings
 from veltrix_ray.errors import ConfigError
 

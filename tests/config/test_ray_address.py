@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from veltrix_ray.check import run_checks
 from veltrix_ray.config import load_config, to_settings
-from veltrix_ray.config.check import run_checks
 from veltrix_ray.config.validate import static_findings
 
 

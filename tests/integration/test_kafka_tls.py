@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from omegaconf import DictConfig
 
 from veltrix_ray import Pipeline, cli, load_config
+from veltrix_ray.check import run_checks
 from veltrix_ray.config import to_settings
-from veltrix_ray.config.check import run_checks
 from veltrix_ray.errors import StackError, VeltrixError
 from veltrix_ray.local.kafka import KafkaBroker, SecureListeners
 from veltrix_ray.local.procs import HOST, free_port

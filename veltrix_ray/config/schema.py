@@ -24,6 +24,13 @@ class KafkaSslConfig:
     check_hostname: bool = True
 
 
+# the closed choices of kafka.security_protocol and kafka.sasl_mechanism
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
 @dataclass
 class KafkaConfig:
     bootstrap: str = "${oc.env:VELTRIX_KAFKA_BOOTSTRAP,127.0.0.1:19092}"

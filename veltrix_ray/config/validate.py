@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from veltrix_ray.config.budget import Budget
 from veltrix_ray.config.parse import parse_start
 from veltrix_ray.config.ray_address import address_problem
-from veltrix_ray.config.schema import KafkaConfig, VeltrixConfig
+from veltrix_ray.config.schema import (
+    SASL_MECHANISMS,
+    SASL_PROTOCOLS,
+    SECURITY_PROTOCOLS,
+    TLS_PROTOCOLS,
+    KafkaConfig,
+    VeltrixConfig,
+)
 from veltrix_ray.errors import ConfigError
 
 
@@ -28,13 +35,6 @@ def _choice(findings: list[Finding], key: str, value: object, allowed: tuple[str
 
 def kafka_security_findings(k: KafkaConfig) -> list[Finding]:
     """kafka.security_protocol, kafka.sasl_* and kafka.ssl.* fit together."""
-    from veltrix_ray.source.security import (
-        SASL_MECHANISMS,
-        SASL_PROTOCOLS,
-        SECURITY_PROTOCOLS,
-        TLS_PROTOCOLS,
-    )
-
     f: list[Finding] = []
     _choice(f, "kafka.security_protocol", k.security_protocol, SECURITY_PROTOCOLS)
     if k.security_protocol in SASL_PROTOCOLS:

@@ -131,7 +131,7 @@ class SecureListeners:
     users: Mapping[str, str] = field(default_factory=dict)  # name -> password
 
     def properties(self) -> list[str]:
-        from veltrix_ray.source.security import SASL_MECHANISMS  # aiokafka: not for `local env`
+        from veltrix_ray.config.schema import SASL_MECHANISMS
 
         jaas = " ".join(f'user_{name}="{password}"' for name, password in self.users.items())
         scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
@@ -150,7 +150,7 @@ class SecureListeners:
 
     def scram_arguments(self) -> list[str]:
         """`kafka-storage format` arguments that create the SCRAM users."""
-        from veltrix_ray.source.security import SASL_MECHANISMS
+        from veltrix_ray.config.schema import SASL_MECHANISMS
 
         return [arg for name, password in self.users.items()
                 for mechanism in SASL_MECHANISMS if mechanism.startswith("SCRAM")

@@ -11,9 +11,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
 from veltrix_ray.config.parse import parse_start
-from veltrix_ray.config.schema import KafkaConfig
+from veltrix_ray.config.schema import SASL_PROTOCOLS, TLS_PROTOCOLS, KafkaConfig
 from veltrix_ray.contracts import Fetched
-from veltrix_ray.source.security import SASL_PROTOCOLS, TLS_PROTOCOLS, explain, ssl_context
+from veltrix_ray.source.security import explain, ssl_context
 
 
 def client_options(cfg: KafkaConfig) -> dict[str, Any]:

@@ -22,10 +22,6 @@ from veltrix_ray.errors import ConfigError
 if TYPE_CHECKING:
     from veltrix_ray.config.schema import KafkaSslConfig
 
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-TLS_PROTOCOLS = ("SSL", "SASL_SSL")
-SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, _EMAIL_MISMATCH and _IP_ADDRESS_MISMATCH
 _NAME_MISMATCH = (62, 63, 64)
 # the broker's TLS alerts when it refuses the client's certificate (or its absence)
