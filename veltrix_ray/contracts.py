@@ -177,4 +177,8 @@ class OffsetSink(Protocol):
 
     def totals(self) -> dict[int, Totals]: ...
 
+    def blockers(self) -> str | None:
+        """While a write waits for another session's lock: who holds it (called from
+        another thread), else None."""
+
     def close(self) -> None: ...

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 import ray
 from aiokafka import AIOKafkaProducer
@@ -127,3 +128,35 @@ def test_kafka_down_longer_than_the_connect_timeout_with_a_worker_lost_meanwhile
         assert sum(w["restarts"] for w in summary.workers) >= 2
     finally:
         broker.stop()
+
+
+def test_a_lock_held_on_the_offsets_is_reported_with_its_backend_then_the_run_proceeds(
+        kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(2)
+    first = fill(kafka_bootstrap, topic, 2_000, 2, seed=1)
+    with Background(forever(topic, pg_dsn, "topology.workers=1",
+                            "postgres.lock_timeout_s=3")) as run:
+        run.wait("the first rows", lambda: committed_rows(pg_dsn) == len(first.good))
+        holder = psycopg.connect(pg_dsn)
+        try:
+            holder.execute("SELECT * FROM veltrix_offsets FOR UPDATE")
+            second = fill(kafka_bootstrap, topic, 2_000, 2, seed=2)
+
+            def waiting() -> list[str]:
+                report = ray.get(run.coordinator().progress.remote())
+                return [w["waiting"] for w in report["workers"] if w.get("waiting")]
+
+            run.wait("the wait to be reported", lambda: bool(waiting()), timeout=60)
+            assert f"backend {holder.info.backend_pid} (" in waiting()[0]
+            assert "idle in transaction" in waiting()[0]
+            assert "partitions [" in waiting()[0]
+            time.sleep(4)  # past postgres.lock_timeout_s: retried, not failed
+            assert committed_rows(pg_dsn) == len(first.good)
+        finally:
+            holder.rollback()
+            holder.close()
+        good = first.good | second.good
+        run.wait("the rows after the lock", lambda: committed_rows(pg_dsn) == len(good))
+    run.join()
+    ids = event_ids(pg_dsn)
+    assert len(ids) == len(good) and set(ids) == good

@@ -133,6 +133,9 @@ class FakeSink:
     def totals(self) -> dict[int, Totals]:
         return {p: Totals(n, 0, 0) for p, n in self.offsets.items()}
 
+    def blockers(self) -> str | None:
+        return None
+
     def close(self) -> None:
         pass
 

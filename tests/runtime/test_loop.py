@@ -134,6 +134,9 @@ def test_live_line_and_summary_show_a_stopped_partition() -> None:
             "dead_letters": 0, "error": None}}, [])
     assert "STOPPED partitions [3]" in summary.line()
     assert "stopped (dead-letter limit)" in summary.table()
+    summary.workers = [{"worker": "w0", "waiting": "partitions [4] wait for backend 42 (psql, "
+                                                   "idle in transaction for 9s)"}]
+    assert "WAITING w0: partitions [4] wait for backend 42" in summary.line()
 
 
 def test_over_budget_halves_the_batch_and_goes_serial_before_failing() -> None:

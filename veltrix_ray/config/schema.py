@@ -52,7 +52,9 @@ class KafkaConfig:
 
 @dataclass
 class RetryConfig:
-    attempts: int = 20
+    # how long a transient failure (PostgreSQL away, a lock held) is retried before the worker
+    # fails; null: for ever (a `forever` service rides out any outage)
+    max_elapsed_s: float | None = None
     initial_backoff_s: float = 0.2
     max_backoff_s: float = 5.0
 
@@ -62,6 +64,11 @@ class PostgresConfig:
     dsn: str = "${oc.env:VELTRIX_POSTGRES_DSN,postgresql://postgres@127.0.0.1:15432/postgres}"
     db_schema: str = "public"
     connect_timeout_s: int = 10
+    # per session: a lock wait longer than this is an error we retry and report (who holds
+    # it); a session idle in a transaction that long is ended by the server, so a worker whose
+    # node vanished mid-commit cannot hold the offsets rows' locks
+    lock_timeout_s: float = 30.0
+    idle_in_transaction_timeout_s: float = 60.0
     retry: RetryConfig = field(default_factory=RetryConfig)
 
 

@@ -87,6 +87,14 @@ def static_findings(s: VeltrixConfig) -> list[Finding]:
         f.append(Finding("error", "topology.join_timeout_s", "must be > 0"))
     if s.topology.workers < 1:
         f.append(Finding("error", "topology.workers", "must be at least 1"))
+    for key, value in (("postgres.lock_timeout_s", s.postgres.lock_timeout_s),
+                       ("postgres.idle_in_transaction_timeout_s",
+                        s.postgres.idle_in_transaction_timeout_s)):
+        if value < 0:
+            f.append(Finding("error", key, f"{value:g} must be >= 0 (0: no limit)"))
+    if s.postgres.retry.max_elapsed_s is not None and s.postgres.retry.max_elapsed_s <= 0:
+        f.append(Finding("error", "postgres.retry.max_elapsed_s",
+                         "must be > 0, or null to retry for ever"))
     if s.topology.max_restarts < 0:
         f.append(Finding("error", "topology.max_restarts", "must be >= 0"))
     if s.topology.restart_window_s <= 0:

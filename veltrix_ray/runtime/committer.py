@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -11,6 +12,7 @@ from typing import Generic, TypeVar
 from veltrix_ray.contracts import DeadLetter, OffsetSink, WriteBatch
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,8 +34,11 @@ class _InFlight(Generic[T]):
 
 
 class Committer(Generic[T]):
-    def __init__(self, sink: OffsetSink) -> None:
+    def __init__(self, sink: OffsetSink, name: str = "", slow_s: float = 2.0) -> None:
         self.sink = sink
+        self.name = name
+        self.slow_s = slow_s  # a commit slower than this: ask who it waits for
+        self.waiting: str | None = None  # the sessions a slow commit waits for
         self._current: _InFlight[T] | None = None
 
     @property
@@ -53,6 +58,18 @@ class Committer(Generic[T]):
         current, self._current = self._current, None
         if current is None:
             return None
+        while not current.task.done():
+            await asyncio.wait({current.task}, timeout=self.slow_s)
+            if current.task.done():
+                break
+            waiting = await asyncio.to_thread(self.sink.blockers)
+            if waiting and waiting != self.waiting:
+                partitions = [a.partition for a in current.write.advances]
+                log.warning("%s: the commit of partitions %s waits for a lock held by %s",
+                            self.name, partitions, waiting)
+                waiting = f"partitions {partitions} wait for {waiting}"
+            self.waiting = waiting
+        self.waiting = None
         rejected = await current.task
         return Committed(current.write, current.context, rejected,
                          time.perf_counter() - current.started)

@@ -354,7 +354,7 @@ class Coordinator:
                 workers.append({k: info[k] for k in ("worker", "pid", "status", "rss",
                                                      "first_data_at", "peak_rss",
                                                      "held_bytes", "budget_bytes", "batches")}
-                               | {"restarts": restarts})
+                               | {"restarts": restarts, "waiting": info.get("waiting")})
                 latencies += info.get("latencies", [])
         end = self.finished or time.time()
         first = min((w["first_data_at"] for w in workers if w["first_data_at"]), default=None)

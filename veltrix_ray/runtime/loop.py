@@ -64,7 +64,7 @@ class WorkerLoop:
         decoder = Decoder(columns_from_config(s.pipeline.columns), s.pipeline.max_record_bytes)
         self.step = Step(name, decoder, build_chain(s.pipeline.transforms), output_schema,
                          s.pipeline.on_transform_error)
-        self.committer: Committer[_Booked] = Committer(sink)
+        self.committer: Committer[_Booked] = Committer(sink, name)
         self.watchdog = watchdog or Watchdog(budget, name, sorted(claims))
         self.held_bytes = 0
         # batch size in records: the byte cap over the records' decoded size seen so far, at

@@ -70,9 +70,12 @@ class RunSummary:
 
     def line(self) -> str:
         stopped = f"  STOPPED partitions {self.stopped}" if self.stopped else ""
+        waits = "; ".join(f"{w['worker']}: {w['waiting']}" for w in self.workers
+                          if w.get("waiting"))
+        waiting = f"  WAITING {waits}" if waits else ""
         return (f"{self.rows:>12,} rows  {self.dead_letters:>8,} dead letters  "
                 f"{self.events_per_s:>10,.0f} events/s  lag {self.lag:>10,}  "
-                f"{self.elapsed_s:7.1f}s{stopped}")
+                f"{self.elapsed_s:7.1f}s{stopped}{waiting}")
 
     def table(self) -> str:
         out = [f"pipeline {self.pipeline}  topic {self.topic}",

@@ -62,6 +62,7 @@ class PartitionWorker:
             "held_bytes": loop.held_bytes if loop else 0,
             "budget_bytes": self.spec.budget.budget_bytes,
             "batches": loop.batches if loop else 0,
+            "waiting": loop.committer.waiting if loop else None,
             "latencies": list(loop.latencies) if loop and latencies else [],
             "partitions": loop.reports() if loop else {},
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 import pyarrow as pa
@@ -21,7 +22,7 @@ from veltrix_ray.sink.connection import Connector, transaction
 from veltrix_ray.sink.ddl import incompatibilities, pg_type
 from veltrix_ray.sink.deadletters import DeadLetters
 from veltrix_ray.sink.introspect import columns, has_unique_key
-from veltrix_ray.sink.offsets import Offsets
+from veltrix_ray.sink.offsets import OFFSETS, Offsets
 from veltrix_ray.sink.rows import Prepared, Rejected, RowWriter, describe, is_data_error
 
 __all__ = ["PostgresSink", "make_sink", "written"]
@@ -41,8 +42,10 @@ class PostgresSink:
 
     def __init__(self, dsn: str, *, db_schema: str, table: str, pipeline: str, topic: str,
                  mode: str = "append", key: Sequence[str] = (), connect_timeout_s: int = 10,
-                 retry_attempts: int = 20, initial_backoff_s: float = 0.2,
-                 max_backoff_s: float = 5.0, application_name: str = "veltrix-ray") -> None:
+                 max_elapsed_s: float | None = None, initial_backoff_s: float = 0.2,
+                 max_backoff_s: float = 5.0, lock_timeout_s: float = 0,
+                 idle_in_transaction_timeout_s: float = 0,
+                 application_name: str = "veltrix-ray") -> None:
         self.dsn = dsn
         self.db_schema = db_schema
         self.table = table
@@ -51,8 +54,10 @@ class PostgresSink:
         self.mode = mode
         self.key = list(key)
         self.db = Connector(dsn, connect_timeout_s=connect_timeout_s,
-                            retry_attempts=retry_attempts, initial_backoff_s=initial_backoff_s,
-                            max_backoff_s=max_backoff_s, application_name=application_name)
+                            max_elapsed_s=max_elapsed_s, initial_backoff_s=initial_backoff_s,
+                            max_backoff_s=max_backoff_s, lock_timeout_s=lock_timeout_s,
+                            idle_in_transaction_timeout_s=idle_in_transaction_timeout_s,
+                            application_name=application_name)
         self.offsets = Offsets(db_schema, pipeline, topic)
         self.dead_letters = DeadLetters(db_schema, pipeline, topic)
         self.rows = RowWriter(db_schema, table, mode, self.key)
@@ -129,7 +134,40 @@ class PostgresSink:
             with transaction(conn) as cur:
                 return self.offsets.claim(cur, partitions)
 
-        return self.db.retrying("claiming partitions", run)
+        return self.db.retrying("claiming partitions", run,
+                                lambda: self._lock_holders(list(partitions)))
+
+    # -- who holds the locks we wait for ----------------------------------------------------
+
+    def blockers(self) -> str | None:
+        """While a claim or commit waits for a lock: the sessions it waits for (asked on a
+        side connection, from another thread), else None."""
+        pid = self.db.backend_pid
+        if pid is None:
+            return None
+        rows = self._ask("SELECT pid, application_name, state, extract(epoch FROM now() - "
+                         "xact_start)::int FROM pg_stat_activity WHERE pid = ANY("
+                         "pg_blocking_pids(%s))", (pid,))
+        return _sessions(rows) or None
+
+    def _lock_holders(self, partitions: list[int]) -> str:
+        """After a lock wait timed out: the sessions holding locks on the offsets table."""
+        rows = self._ask("SELECT DISTINCT a.pid, a.application_name, a.state, extract(epoch "
+                         "FROM now() - a.xact_start)::int AS age FROM pg_locks l JOIN "
+                         "pg_stat_activity a ON a.pid = l.pid WHERE l.relation = "
+                         "to_regclass(%s) AND l.granted AND l.pid <> pg_backend_pid() AND "
+                         "a.xact_start IS NOT NULL ORDER BY age DESC LIMIT 3",
+                         (self.offsets.ident.as_string(),))
+        held = _sessions(rows)
+        return (f" on {OFFSETS} (partitions {partitions})"
+                + (f" held by {held}" if held else ""))
+
+    def _ask(self, query: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        try:
+            with psycopg.connect(self.db.conninfo(), autocommit=True) as conn:
+                return conn.execute(query, params).fetchall()
+        except psycopg.Error:
+            return []
 
     def totals(self) -> dict[int, Totals]:
         def run(conn: psycopg.Connection) -> dict[int, Totals]:
@@ -161,7 +199,9 @@ class PostgresSink:
                 return self._apply(cur, wb, prepared, first, attempt)
 
         try:
-            return self.db.retrying(f"writing {wb.rows.num_rows} rows to {self.table_name}", run)
+            return self.db.retrying(
+                f"writing {wb.rows.num_rows} rows to {self.table_name}", run,
+                lambda: self._lock_holders([a.partition for a in wb.advances]))
         except psycopg.Error as exc:
             span = ", ".join(f"partition {a.partition} offsets "
                              f"{'start' if a.expected is None else a.expected}..{a.new - 1}"
@@ -225,13 +265,23 @@ def _one_per_record(letters: list[DeadLetter]) -> list[DeadLetter]:
     return list(seen.values())
 
 
+def _sessions(rows: list[tuple[Any, ...]]) -> str:
+    """'backend 4242 (psql, idle in transaction for 42s)', for each row of
+    (pid, application_name, state, seconds in its transaction)."""
+    return ", ".join(f"backend {pid} ({app or 'no application_name'}, {state}"
+                     + (f" for {age}s" if age is not None else "") + ")"
+                     for pid, app, state, age in rows)
+
+
 def make_sink(settings: VeltrixConfig, application_name: str) -> PostgresSink:
     """The sink a pipeline's settings describe (the coordinator's and each worker's)."""
     s = settings
     return PostgresSink(s.postgres.dsn, db_schema=s.postgres.db_schema, table=s.pipeline.table,
                         pipeline=s.pipeline.name, topic=s.kafka.topic, mode=s.pipeline.mode,
                         key=s.pipeline.key, connect_timeout_s=s.postgres.connect_timeout_s,
-                        retry_attempts=s.postgres.retry.attempts,
+                        max_elapsed_s=s.postgres.retry.max_elapsed_s,
                         initial_backoff_s=s.postgres.retry.initial_backoff_s,
                         max_backoff_s=s.postgres.retry.max_backoff_s,
+                        lock_timeout_s=s.postgres.lock_timeout_s,
+                        idle_in_transaction_timeout_s=s.postgres.idle_in_transaction_timeout_s,
                         application_name=application_name)
