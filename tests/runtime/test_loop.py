@@ -159,7 +159,8 @@ def test_large_decompressed_records_shrink_the_batch_to_the_byte_cap() -> None:
     blob = "x" * 200_000
     logs = {0: [(b"k", event(i, payload={"blob": blob})) for i in range(40)]}
     sink = FakeSink()
-    loop = run_loop(settings("topology.memory_mb=300", "topology.memory.overhead_mb=256",
+    # a budget far above this process's RSS, with a small byte cap
+    loop = run_loop(settings("topology.memory_mb=100000", "topology.memory.overhead_mb=99950",
                              "pipeline.max_record_bytes=300000"), FakeSource(logs), sink)
     assert len(sink.rows) == 40
     assert loop.max_records * 200_000 <= loop.budget.batch_bytes
