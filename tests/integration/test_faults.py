@@ -160,3 +160,36 @@ def test_a_lock_held_on_the_offsets_is_reported_with_its_backend_then_the_run_pr
     run.join()
     ids = event_ids(pg_dsn)
     assert len(ids) == len(good) and set(ids) == good
+
+
+def test_a_claim_blocked_by_a_lock_is_reported_then_proceeds(
+        kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(2)
+    first = fill(kafka_bootstrap, topic, 1_000, 2, seed=1)
+    Pipeline(load_config(overrides(topic, pg_dsn))).run()
+    second = fill(kafka_bootstrap, topic, 1_000, 2, seed=2)
+    holder = psycopg.connect(pg_dsn)
+    try:
+        holder.execute("SELECT * FROM veltrix_offsets FOR UPDATE")
+        with Background(overrides(topic, pg_dsn, "postgres.lock_timeout_s=3")) as run:
+            def waiting() -> str | None:
+                try:
+                    report = ray.get(run.coordinator().progress.remote())
+                except ValueError:  # the coordinator is not up yet
+                    return None
+                return report["waiting"]  # type: ignore[no-any-return]
+
+            try:
+                run.wait("the claim's wait to be reported", lambda: bool(waiting()),
+                         timeout=60)
+                text = waiting() or ""
+                assert text.startswith("claiming partitions [")
+                assert f"backend {holder.info.backend_pid} (" in text
+            finally:
+                holder.rollback()  # the run cannot end while the lock is held
+            summary = run.join()
+    finally:
+        holder.close()
+    assert summary.ok and summary.rows == len(second.good)
+    ids = event_ids(pg_dsn)
+    assert len(ids) == len(first.good | second.good) and set(ids) == first.good | second.good

@@ -24,7 +24,7 @@ from ray.exceptions import (
 )
 
 from veltrix_ray.config.schema import VeltrixConfig
-from veltrix_ray.contracts import Totals, written
+from veltrix_ray.contracts import Claim, Totals, written
 from veltrix_ray.errors import ConfigError, RetriableError, VeltrixError, WorkerCrashed
 from veltrix_ray.runtime.assignment import assign, moved
 from veltrix_ray.runtime.budget import Budget
@@ -36,6 +36,7 @@ from veltrix_ray.transform import output_schema
 
 log = logging.getLogger(__name__)
 NAMESPACE = "veltrix"
+CLAIM_SLOW_S = 2.0  # a claim slower than this: ask PostgreSQL who it waits for
 
 
 def coordinator_name(pipeline: str) -> str:
@@ -81,6 +82,7 @@ class Coordinator:
         self._rescaling = asyncio.Lock()
         # partitions the dead-letter limit stopped, and why: no later owner resumes them
         self._stopped: dict[int, str] = {}
+        self.waiting: str | None = None  # a claim waiting for another session's lock
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -125,7 +127,7 @@ class Coordinator:
     async def _start(self, slot: _Slot) -> None:
         s = self.settings
         assert self._schema is not None
-        claims = await asyncio.to_thread(self._sink.claim, slot.partitions)
+        claims = await self._claim(slot.partitions)
         name = f"{coordinator_name(s.pipeline.name)}:w{slot.index}.{slot.incarnation}"
         spec = WorkerSpec(s, name, slot.partitions, claims, self._budget, written(self._schema),
                           self._stopped_of(slot.partitions))
@@ -142,6 +144,21 @@ class Coordinator:
         slot.done = False
 
     # -- rescale ---------------------------------------------------------------------------
+
+    async def _claim(self, partitions: list[int]) -> dict[int, Claim]:
+        """Claim in a thread; while the claim waits for a lock, say who holds it."""
+        task = asyncio.ensure_future(asyncio.to_thread(self._sink.claim, partitions))
+        while not task.done():
+            await asyncio.wait({task}, timeout=CLAIM_SLOW_S)
+            if task.done():
+                break
+            held = await asyncio.to_thread(self._sink.blockers)
+            waiting = f"claiming partitions {partitions} waits for {held}" if held else None
+            if waiting and waiting != self.waiting:
+                log.warning("%s", waiting)
+            self.waiting = waiting
+        self.waiting = None
+        return task.result()
 
     async def rescale(self, workers: int) -> dict[str, Any]:
         """Move to `workers` partition sets, moving as few partitions as possible: a worker
@@ -175,7 +192,7 @@ class Coordinator:
                     if gain and slot.restart_at is not None:
                         slot.partitions = sorted(target)
                     elif gain:
-                        claims = await asyncio.to_thread(self._sink.claim, gain)
+                        claims = await self._claim(gain)
                         try:
                             await slot.actor.acquire.remote(claims, self._stopped_of(gain))
                         except (RayActorError, RayTaskError):
@@ -362,7 +379,8 @@ class Coordinator:
                 "elapsed_s": end - self.started,
                 "processing_s": end - first if first is not None else 0.0,
                 "partitions": parts, "workers": workers, "latencies": latencies,
-                "errors": list(self.errors), "moves": list(self.moves)}
+                "errors": list(self.errors), "moves": list(self.moves),
+                "waiting": self.waiting}
 
     def summary(self) -> dict[str, Any]:
         """The final report: counts and offsets from PostgreSQL, exact across crashes."""

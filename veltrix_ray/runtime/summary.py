@@ -24,6 +24,7 @@ class RunSummary:
     errors: list[tuple[str, str]] = field(default_factory=list)
     processing_s: float = 0.0  # from the first records fetched to the end (no start-up)
     moves: list[dict[str, Any]] = field(default_factory=list)  # rescales during the run
+    waiting: str | None = None  # the coordinator's claim waiting for a lock
 
     @classmethod
     def from_report(cls, report: dict[str, Any]) -> RunSummary:
@@ -31,7 +32,8 @@ class RunSummary:
                    {int(p): v for p, v in report["partitions"].items()}, report["workers"],
                    report.get("latencies", []),
                    [tuple(e) for e in report["errors"]],  # type: ignore[misc]
-                   report.get("processing_s", 0.0), report.get("moves", []))
+                   report.get("processing_s", 0.0), report.get("moves", []),
+                   report.get("waiting"))
 
     @property
     def rows(self) -> int:
@@ -70,8 +72,8 @@ class RunSummary:
 
     def line(self) -> str:
         stopped = f"  STOPPED partitions {self.stopped}" if self.stopped else ""
-        waits = "; ".join(f"{w['worker']}: {w['waiting']}" for w in self.workers
-                          if w.get("waiting"))
+        waits = "; ".join([f"{w['worker']}: {w['waiting']}" for w in self.workers
+                           if w.get("waiting")] + ([self.waiting] if self.waiting else []))
         waiting = f"  WAITING {waits}" if waits else ""
         return (f"{self.rows:>12,} rows  {self.dead_letters:>8,} dead letters  "
                 f"{self.events_per_s:>10,.0f} events/s  lag {self.lag:>10,}  "
