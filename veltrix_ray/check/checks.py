@@ -190,7 +190,7 @@ def _postgres(s: VeltrixConfig) -> Area:
 
 def _written_schema(s: VeltrixConfig) -> pa.Schema | None:
     """The columns the sink writes; None when the pipeline is broken (a static error says so)."""
-    from veltrix_ray.sink import written
+    from veltrix_ray.contracts import written
     from veltrix_ray.transform import output_schema
 
     try:

@@ -17,6 +17,7 @@ from veltrix_ray.contracts import Claim
 from veltrix_ray.errors import FencedError, RetriableError, VeltrixError, WorkerCrashed
 from veltrix_ray.runtime.budget import Budget
 from veltrix_ray.runtime.loop import WorkerLoop
+from veltrix_ray.runtime.state import PartitionState
 from veltrix_ray.sink import make_sink
 from veltrix_ray.source.kafka import KafkaSource
 
@@ -70,10 +71,10 @@ class PartitionWorker:
     async def release(self, partitions: list[int]) -> dict[int, dict[str, Any]]:
         """Give partitions up after the batch in flight commits; returns their final state."""
         if self.loop is None:  # not started yet: it will start without them
-            return {p: {"committed": self.spec.claims.pop(p).next_offset,
-                        "high_watermark": None, "rows": 0, "dead_letters": 0,
-                        "error": self.spec.stopped.get(p)}
-                    for p in partitions if p in self.spec.claims}
+            claims = [self.spec.claims.pop(p) for p in partitions if p in self.spec.claims]
+            return {c.partition: PartitionState(c.partition, c.epoch, c.next_offset,
+                                                stopped=self.spec.stopped.get(c.partition)
+                                                ).report() for c in claims}
         if self.status != "running":
             return {p: self.loop.states.pop(p).report() for p in partitions
                     if p in self.loop.states}
