@@ -137,6 +137,9 @@ class TopologyConfig:
     join_timeout_s: float = 20.0
     # private Ray only: shared-memory object store size
     object_store_mb: int = 256
+    # private Ray only: the port of Ray's Prometheus metrics export, on 127.0.0.1 (null: a
+    # free port Ray picks); on a cluster, Ray's own per-node metrics ports apply
+    metrics_port: int | None = None
     memory: MemoryConfig = field(default_factory=MemoryConfig)
 
 

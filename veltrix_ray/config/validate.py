@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from veltrix_ray.config.budget import Budget
 from veltrix_ray.config.parse import parse_start
-from veltrix_ray.config.ray_address import address_problem
+from veltrix_ray.config.ray_address import address_problem, is_local
 from veltrix_ray.config.schema import (
     SASL_MECHANISMS,
     SASL_PROTOCOLS,
@@ -102,6 +102,14 @@ def static_findings(s: VeltrixConfig) -> list[Finding]:
     if not 0 <= s.topology.restart_backoff_s <= s.topology.restart_backoff_max_s:
         f.append(Finding("error", "topology.restart_backoff_s",
                          "must be >= 0 and at most topology.restart_backoff_max_s"))
+    port = s.topology.metrics_port
+    if port is not None and not 1024 <= port <= 65535:
+        f.append(Finding("error", "topology.metrics_port", "must be a port in 1024..65535 or "
+                         "null"))
+    if port is not None and not is_local(s.topology.address):
+        f.append(Finding("warning", "topology.metrics_port", "applies to a private Ray only; on "
+                         "a cluster each node exports metrics on the port its `ray start "
+                         "--metrics-export-port` set"))
     if s.topology.num_cpus <= 0:
         f.append(Finding("error", "topology.num_cpus", "must be > 0"))
     if s.batch.max_records < 1:

@@ -34,7 +34,7 @@ def ensure_ray(settings: VeltrixConfig, *, probe_first: bool = True) -> None:
             # "local", unlike None, ignores $RAY_ADDRESS and any `ray start` cluster found here
             ray.init(address=LOCAL, namespace=NAMESPACE, include_dashboard=False,
                      log_to_driver=True, object_store_memory=topo.object_store_mb * 2**20,
-                     configure_logging=False)
+                     configure_logging=False, _metrics_export_port=topo.metrics_port)
         except Exception as exc:
             raise errors.ConfigError(
                 f"could not start a private Ray on this machine (topology.address="
