@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaConnectionError
 from veltrix_ray.config.parse import parse_start
 from veltrix_ray.config.schema import SASL_PROTOCOLS, TLS_PROTOCOLS, KafkaConfig
 from veltrix_ray.contracts import Fetched
+from veltrix_ray.source.records import lean_reader
 from veltrix_ray.source.security import explain, ssl_context
 
 
@@ -83,17 +84,21 @@ async def start_offsets(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition
 
 class KafkaSource:
     """PartitionSource over aiokafka: exactly the bound partitions of one topic, read from
-    offsets stored elsewhere (PostgreSQL), so there is no consumer group to rebalance."""
+    offsets stored elsewhere (PostgreSQL), so there is no consumer group to rebalance.
+    Records are read by the lean path (veltrix_ray.source.records) where aiokafka's version
+    allows it (`lean=False`: always `getmany`)."""
 
-    def __init__(self, cfg: KafkaConfig, consumer: AIOKafkaConsumer) -> None:
+    def __init__(self, cfg: KafkaConfig, consumer: AIOKafkaConsumer, lean: bool = True) -> None:
         self.cfg = cfg
         self.consumer = consumer
         self._tps: dict[int, TopicPartition] = {}
         self._paused: set[TopicPartition] = set()
+        self._lean = lean_reader(consumer) if lean else None
 
     @classmethod
-    async def open(cls, cfg: KafkaConfig, batch_bytes: int, client_id: str) -> KafkaSource:
-        return cls(cfg, await open_consumer(cfg, batch_bytes, client_id))
+    async def open(cls, cfg: KafkaConfig, batch_bytes: int, client_id: str,
+                   lean: bool = True) -> KafkaSource:
+        return cls(cfg, await open_consumer(cfg, batch_bytes, client_id), lean)
 
     async def bind(self, positions: Mapping[int, int | None]) -> dict[int, int]:
         self._tps = {p: TopicPartition(self.cfg.topic, p) for p in positions}
@@ -116,6 +121,10 @@ class KafkaSource:
             self._paused.update(idle)
         if not wanted:
             return Fetched([], [], [], [], [], topic=self.cfg.topic)
+        if self._lean is not None:
+            c = await self._lean.getmany(wanted, self.cfg.fetch_wait_ms, max_records)
+            return Fetched(c.partitions, c.offsets, c.keys, c.values, c.timestamps, c.spans,
+                           self.cfg.topic)
         data = await self.consumer.getmany(*wanted, timeout_ms=self.cfg.fetch_wait_ms,
                                            max_records=max_records)
         parts: list[int] = []
