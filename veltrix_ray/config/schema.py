@@ -116,6 +116,41 @@ class MemoryConfig:
 
 
 @dataclass
+class AutoscaleConfig:
+    """The autoscaler's law (veltrix_ray/runtime/autoscale.py; docs/scaling.md)."""
+
+    # off: the run keeps topology.workers; on: it starts there and moves within the bounds
+    enabled: bool = False
+    # bounds of the worker count (never more than the topic's partitions)
+    min_workers: int = 1
+    max_workers: int = 8
+    # seconds between two decisions (and the window rates and lag trends are measured over)
+    interval_s: float = 15.0
+    # fewer workers must have sufficed this long at the current size before a scale-down
+    scale_down_window_s: float = 300.0
+    # the busy share of a worker the law sizes for (headroom for bursts)
+    target_utilisation: float = 0.7
+    # the backlog is to be drained within this many seconds, on top of the incoming rate
+    catch_up_s: float = 300.0
+    # one scale-up goes to at most max(workers × max_step_factor, workers + max_step_add);
+    # one scale-down to no fewer than workers / max_step_factor
+    max_step_factor: float = 2.0
+    max_step_add: int = 4
+    # after any change, no further change for this long (rates settle, claims finish)
+    stabilise_s: float = 60.0
+    # a partition with lag and a live owner whose committed offset has not moved this long is
+    # stalled: its lag does not drive a scale-out
+    stall_s: float = 120.0
+    # sink gate: a scale-up must raise the committed rate by this share ...
+    sink_min_gain: float = 0.1
+    # ... and must not multiply commit p95 by this factor while the rate per worker falls;
+    # else back to the best size seen (PostgreSQL is the bottleneck)
+    sink_latency_factor: float = 2.0
+    # after the sink gate, no scale-up for this long
+    sink_hold_s: float = 900.0
+
+
+@dataclass
 class TopologyConfig:
     name: str = "local"
     # Ray address: null or "local" starts a private Ray (even when another Ray runs here or
@@ -141,6 +176,7 @@ class TopologyConfig:
     # free port Ray picks); on a cluster, Ray's own per-node metrics ports apply
     metrics_port: int | None = None
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from veltrix_ray.config.schema import (
     SECURITY_PROTOCOLS,
     TLS_PROTOCOLS,
     KafkaConfig,
+    TopologyConfig,
     VeltrixConfig,
 )
 from veltrix_ray.errors import ConfigError
@@ -70,11 +71,53 @@ def kafka_security_findings(k: KafkaConfig) -> list[Finding]:
     return f
 
 
+def autoscale_findings(t: TopologyConfig) -> list[Finding]:
+    """topology.autoscale.* are in range and fit topology.workers."""
+    a, k = t.autoscale, "topology.autoscale."
+    f: list[Finding] = []
+    if a.min_workers < 1:
+        f.append(Finding("error", k + "min_workers", f"{a.min_workers} must be at least 1"))
+    if a.max_workers < a.min_workers:
+        f.append(Finding("error", k + "max_workers", f"{a.max_workers} must be >= "
+                         f"topology.autoscale.min_workers ({a.min_workers})"))
+    for key, value in (("interval_s", a.interval_s), ("catch_up_s", a.catch_up_s),
+                       ("stall_s", a.stall_s)):
+        if value <= 0:
+            f.append(Finding("error", k + key, f"{value:g} must be > 0"))
+    for key, value in (("scale_down_window_s", a.scale_down_window_s),
+                       ("stabilise_s", a.stabilise_s), ("sink_hold_s", a.sink_hold_s),
+                       ("sink_min_gain", a.sink_min_gain), ("max_step_add", a.max_step_add)):
+        if value < 0:
+            f.append(Finding("error", k + key, f"{value:g} must be >= 0"))
+    if not 0 < a.target_utilisation <= 1:
+        f.append(Finding("error", k + "target_utilisation",
+                         f"{a.target_utilisation:g} must be in (0, 1]"))
+    if a.max_step_factor < 1:
+        f.append(Finding("error", k + "max_step_factor", f"{a.max_step_factor:g} must be >= 1"))
+    elif a.max_step_factor == 1 and a.max_step_add < 1:
+        f.append(Finding("error", k + "max_step_add", "with max_step_factor 1 it must be at "
+                         "least 1, or no scale-up is possible"))
+    if a.sink_latency_factor <= 1:
+        f.append(Finding("error", k + "sink_latency_factor",
+                         f"{a.sink_latency_factor:g} must be > 1"))
+    if a.enabled and 0 < a.scale_down_window_s < a.interval_s:
+        f.append(Finding("warning", k + "scale_down_window_s",
+                         f"{a.scale_down_window_s:g}s is shorter than interval_s "
+                         f"({a.interval_s:g}s): one quiet decision is enough to scale down"))
+    if a.enabled and a.min_workers <= a.max_workers and not (
+            a.min_workers <= t.workers <= a.max_workers):
+        f.append(Finding("warning", "topology.workers",
+                         f"{t.workers} is outside topology.autoscale [{a.min_workers}, "
+                         f"{a.max_workers}]: the run starts with {t.workers} and the "
+                         "autoscaler moves it into the bounds at its first decision"))
+    return f
+
+
 def static_findings(s: VeltrixConfig) -> list[Finding]:
     from veltrix_ray.contracts import written
     from veltrix_ray.transform import output_schema
 
-    f: list[Finding] = kafka_security_findings(s.kafka)
+    f: list[Finding] = kafka_security_findings(s.kafka) + autoscale_findings(s.topology)
     _choice(f, "until", s.until, ("forever", "drained"))
     _choice(f, "pipeline.mode", s.pipeline.mode, ("append", "upsert"))
     _choice(f, "pipeline.on_transform_error", s.pipeline.on_transform_error,
