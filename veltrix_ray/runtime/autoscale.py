@@ -101,7 +101,8 @@ class Demand:
 def demand(obs: Observation, now: float, config: AutoscaleConfig) -> Demand:
     counted = [p for p in obs.partitions
                if p.owned and not p.stopped and not stalled(p, now, config.stall_s)]
-    ignored = tuple(sorted(p.partition for p in obs.partitions if p not in counted))
+    kept = {p.partition for p in counted}
+    ignored = tuple(sorted(p.partition for p in obs.partitions if p.partition not in kept))
     incoming = max(0.0, obs.committed_rate + sum(p.lag_trend for p in counted))
     busy = sum(min(max(b, 0.0), 1.0) for b in obs.busy)
     capacity = obs.committed_rate / busy if busy > 1e-6 and obs.committed_rate > 0 else 0.0
@@ -224,7 +225,7 @@ def decide(obs: Observation, history: Sequence[Record], config: AutoscaleConfig,
         if now - since < config.scale_down_window_s:
             return out(n, QUIET, f"hold {n}: {wanted} would do, quiet for {now - since:.0f}s "
                        f"of scale_down_window_s {config.scale_down_window_s:g}s; {figures}")
-        floor = useful(parts, max(1, math.ceil(n / config.max_step_factor)))
+        floor = useful(parts, max(1, min(n - 1, math.ceil(n / config.max_step_factor))))
         target = max(hard_lo, max(quiet), floor)
         return out(target, SCALE_DOWN, f"scale down {n}→{target}: {max(quiet)} would do for "
                    f"the whole scale_down_window_s {config.scale_down_window_s:g}s; {figures}")
