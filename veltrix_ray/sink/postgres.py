@@ -112,6 +112,7 @@ class PostgresSink:
                         raise ConfigError("The existing target table does not fit the pipeline "
                                           "(pipeline.table=" + self.table + "):\n  - " +
                                           "\n  - ".join(problems))
+                    self.rows.inspect(cur, schema)  # binary COPY or CSV, chosen (and logged)
                     return
                 defs = [sql.SQL("{} {}{}").format(
                     sql.Identifier(f.name), sql.SQL(pg_type(f)),
@@ -122,6 +123,7 @@ class PostgresSink:
                         sql.SQL(", ").join(map(sql.Identifier, key))))
                 cur.execute(sql.SQL("CREATE TABLE {} ({})").format(
                     self._target, sql.SQL(", ").join(defs)))
+                self.rows.inspect(cur, schema)
 
         self.db.retrying(f"setting up {self.table_name}", run)
 
@@ -182,6 +184,8 @@ class PostgresSink:
         """Apply one batch in one transaction; FencedError if another owner took over. Rows
         PostgreSQL rejects for a data reason are dead-lettered in that same transaction and
         returned (empty for a clean batch)."""
+        if not self.rows.inspected:  # a worker's first batch: the encoding depends on the table
+            self.db.retrying(f"inspecting {self.table_name}", self._inspect)
         prepared = self.rows.prepare(wb.rows)
         attempt = 0
 
@@ -212,6 +216,10 @@ class PostgresSink:
                 "or pipeline.columns / the transforms, then run again (the batch is replayed "
                 "from the stored offsets)."
             ) from exc
+
+    def _inspect(self, conn: psycopg.Connection) -> None:
+        with transaction(conn) as cur:
+            self.rows.inspect(cur)
 
     def _apply(self, cur: psycopg.Cursor, wb: WriteBatch, prepared: Prepared,
                isolate_from: psycopg.Error | None, attempt: int) -> list[DeadLetter]:

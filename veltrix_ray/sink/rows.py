@@ -1,6 +1,7 @@
-"""The rows of a batch into the target: Arrow -> CSV -> COPY (append), or via a staging table
-and INSERT ... ON CONFLICT (upsert); and, when PostgreSQL rejects some rows for a data
-reason, finding exactly those rows so that the rest can still commit.
+"""The rows of a batch into the target: Arrow -> binary COPY (CSV when a column type needs it,
+see binary.py) (append), or via a staging table and INSERT ... ON CONFLICT (upsert); and, when
+PostgreSQL rejects some rows for a data reason, finding exactly those rows so that the rest
+can still commit.
 
 The clean path is one COPY (append) or COPY + INSERT (upsert) and nothing else: no savepoint,
 no extra statement. Isolation only starts after the clean path failed (its transaction is
@@ -9,6 +10,7 @@ rolled back and replayed by the caller), and runs every attempt in a savepoint."
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +22,10 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from veltrix_ray.contracts import written
+from veltrix_ray.sink.binary import BinaryPlan, NotEncodable, choose
+from veltrix_ray.sink.introspect import columns
+
+log = logging.getLogger(__name__)
 
 STAGE = "veltrix_stage"
 # the smallest slice of rows an isolation attempt writes after a rejected row
@@ -35,8 +41,11 @@ Rejected = tuple[int, psycopg.Error]
 
 def is_data_error(exc: psycopg.Error) -> bool:
     """A row's content is at fault: SQLSTATE class 22 (data exception: too long, out of range,
-    NUL byte, invalid text) or 23 (integrity: NOT NULL, CHECK, foreign key, unique)."""
-    return (exc.sqlstate or "")[:2] in ("22", "23")
+    NUL byte, invalid text) or 23 (integrity: NOT NULL, CHECK, foreign key, unique). Not
+    22P03 (invalid binary format): our encoding no longer fits a column (its type changed
+    since setup), which would reject every row."""
+    state = exc.sqlstate or ""
+    return state[:2] in ("22", "23") and state != "22P03"
 
 
 def describe(exc: psycopg.Error) -> str:
@@ -49,8 +58,9 @@ def describe(exc: psycopg.Error) -> str:
 
 def copy_line(exc: psycopg.Error, relation: str) -> int | None:
     """The 1-based line of a COPY into `relation` that `exc` happened on, from the error's
-    context (`COPY t, line 3, column country: "DEU"`); None when it names none (foreign keys
-    are checked after the last line; an INSERT has no lines). The relation name is matched
+    context (`COPY t, line 3, column country: "DEU"`; binary COPY numbers its tuples so);
+    None when it names none (foreign keys are checked after the last line; an INSERT has no
+    lines). The relation name is matched
     exactly: a hostile table name cannot fake a line number."""
     prefix = f"COPY {relation}, line "
     for line in (exc.diag.context or "").splitlines():
@@ -72,6 +82,7 @@ def to_written(batch: pa.RecordBatch) -> pa.Table:
 
 
 def encode(table: pa.Table) -> bytes:
+    """CSV (the fallback)."""
     buf = io.BytesIO()
     pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
     return buf.getvalue()
@@ -101,22 +112,57 @@ class Prepared:
 
     table: pa.Table  # the written columns, as encoded
     rows: Sequence[int]  # the rows written first: all (append), the latest per key (upsert)
-    csv: bytes  # those rows, encoded
+    data: bytes  # those rows, encoded
+    binary: BinaryPlan | None = None  # the encoding of `data` and of every retry: else CSV
     _plain: bool | None = field(default=None, repr=False)
 
     @property
     def plain(self) -> bool:
+        """Whether COPY's line numbers are row numbers (always in binary: one per tuple)."""
         if self._plain is None:
-            self._plain = one_line_per_row(self.table)
+            self._plain = self.binary is not None or one_line_per_row(self.table)
         return self._plain
+
+    def encode(self, rows: Sequence[int]) -> bytes:
+        part = subset(self.table, rows)
+        return self.binary.encode(part) if self.binary else encode(part)
 
 
 class RowWriter:
     def __init__(self, db_schema: str, table: str, mode: str, key: Sequence[str]) -> None:
+        self.db_schema = db_schema
         self.relation = table
         self.mode = mode
         self.key = list(key) if mode == "upsert" else []
         self._target = sql.Identifier(db_schema, table)
+        self._types: dict[str, str] | None = None  # the target's column types; None: CSV
+        self._plans: dict[tuple[tuple[str, pa.DataType], ...], BinaryPlan | None] = {}
+        self._fell_back = False
+
+    # -- the encoding, chosen once per table --------------------------------------------------
+
+    @property
+    def inspected(self) -> bool:
+        return self._types is not None
+
+    def inspect(self, cur: psycopg.Cursor, schema: pa.Schema | None = None) -> None:
+        """Learn the target's column types (binary COPY needs them); with `schema`, choose its
+        encoding now (logging a CSV fallback at setup rather than at the first batch)."""
+        types = {n: c.type for n, c in columns(cur, self.db_schema, self.relation).items()}
+        if types != self._types:
+            self._types, self._plans = types, {}
+        if schema is not None:
+            self.plan(to_written(pa.RecordBatch.from_pylist([], schema=schema)).schema)
+
+    def plan(self, schema: pa.Schema) -> BinaryPlan | None:
+        """The binary encoding of rows of `schema`; None: CSV (not inspected, or a column
+        binary cannot write, logged once)."""
+        if self._types is None:
+            return None
+        sig = tuple((f.name, f.type) for f in schema)
+        if sig not in self._plans:
+            self._plans[sig] = choose(schema, self._types, f"{self.db_schema}.{self.relation}")
+        return self._plans[sig]
 
     # -- the clean path ---------------------------------------------------------------------
 
@@ -127,19 +173,33 @@ class RowWriter:
             # the latest row per key wins (rows arrive in offset order within each
             # partition); picked here rather than by DISTINCT ON: fewer rows to stage
             rows = self._latest(table, rows)
-        return Prepared(table, rows, encode(subset(table, rows)) if rows else b"")
+        p = Prepared(table, rows, b"", self.plan(table.schema))
+        if not rows:
+            return p
+        try:
+            p.data = p.encode(rows)
+        except NotEncodable as exc:
+            # a value binary cannot carry as CSV would (e.g. sub-microsecond time): this
+            # batch, and its retries, go as CSV
+            log.log(logging.DEBUG if self._fell_back else logging.INFO,
+                    "COPY into %s: a batch goes as CSV (%s)", self.relation, exc)
+            self._fell_back = True
+            p.binary = None
+            p.data = p.encode(rows)
+        return p
 
     def write(self, cur: psycopg.Cursor, p: Prepared) -> None:
         """All the prepared rows; raises the database's error when it rejects any."""
         if p.rows:
-            self._apply(cur, p.csv, p.table.column_names)
+            self._apply(cur, p.data, p.table.column_names, p.binary is not None)
 
-    def _apply(self, cur: psycopg.Cursor, csv: bytes, names: list[str]) -> None:
+    def _apply(self, cur: psycopg.Cursor, data: bytes, names: list[str], binary: bool) -> None:
         cols = sql.SQL(", ").join(map(sql.Identifier, names))
+        copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})")
+        fmt = sql.SQL("binary" if binary else "csv")
         if not self.key:
-            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-                    self._target, cols)) as cp:
-                cp.write(csv)
+            with cur.copy(copy.format(self._target, cols, fmt)) as cp:
+                cp.write(data)
             return
         stage = sql.Identifier(STAGE)
         # the written columns only, with the target's types and none of its constraints
@@ -147,9 +207,8 @@ class RowWriter:
         cur.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {s} ON COMMIT DELETE ROWS AS "
                             "SELECT {cols} FROM {t} WITH NO DATA").format(
             s=stage, cols=cols, t=self._target))
-        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-                stage, cols)) as cp:
-            cp.write(csv)
+        with cur.copy(copy.format(stage, cols, fmt)) as cp:
+            cp.write(data)
         keys = sql.SQL(", ").join(map(sql.Identifier, self.key))
         rest = [n for n in names if n not in self.key]
         action = (sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
@@ -204,7 +263,7 @@ class RowWriter:
         savepoint rolled back, so nothing of them stays)."""
         cur.execute(_SAVEPOINT)
         try:
-            self._apply(cur, encode(subset(p.table, rows)), p.table.column_names)
+            self._apply(cur, p.encode(rows), p.table.column_names, p.binary is not None)
         except psycopg.Error as exc:
             if not is_data_error(exc):
                 raise
