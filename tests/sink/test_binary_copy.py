@@ -20,7 +20,7 @@ from veltrix_ray.sink import PostgresSink
 from veltrix_ray.sink.binary import NotEncodable, choose, numeric_bytes
 from veltrix_ray.sink.rows import RowWriter, copy_line, is_data_error, to_written
 
-from .test_rejected_rows import EVENTS, USER_TABLE
+from .test_rejected_rows import EVENTS, USER_TABLE, batch_of, good, sink
 
 UTC = dt.timezone.utc
 BIG_JSON = json.dumps({"blob": "é" * 300_000 + "x" * 400_000, "list": list(range(1000))})
@@ -268,3 +268,32 @@ def test_numeric_bytes_are_what_numeric_in_reads(pg_dsn: str, text: str) -> None
                      + encoder.finish())
         assert cur.execute("SELECT x::text FROM n").fetchone() == cur.execute(
             "SELECT %s::numeric::text", (text,)).fetchone()
+
+
+def test_a_worker_sink_without_setup_chooses_binary_at_its_first_write(
+        pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    formats: list[bool] = []
+    apply = RowWriter._apply
+
+    def spy(self: RowWriter, cur: psycopg.Cursor, data: bytes, names: list[str],
+            binary: bool) -> None:
+        formats.append(binary)
+        apply(self, cur, data, names, binary)
+
+    monkeypatch.setattr(RowWriter, "_apply", spy)
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute(USER_TABLE)
+    coordinator = sink(pg_dsn, "ev")
+    worker = sink(pg_dsn, "ev")
+    try:
+        coordinator.setup(EVENTS)
+        worker.claim([0])
+        assert not worker.rows.inspected
+        wb, _ = batch_of([(0, o, good(f"e{o}", note="ünï\n")) for o in range(3)])
+        assert worker.write(wb) == []
+        assert worker.rows.inspected and formats == [True]
+    finally:
+        coordinator.close()
+        worker.close()
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM ev WHERE note = 'ünï\n'").fetchone() == (3,)
