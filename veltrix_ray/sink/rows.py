@@ -60,8 +60,8 @@ def copy_line(exc: psycopg.Error, relation: str) -> int | None:
     """The 1-based line of a COPY into `relation` that `exc` happened on, from the error's
     context (`COPY t, line 3, column country: "DEU"`; binary COPY numbers its tuples so);
     None when it names none (foreign keys are checked after the last line; an INSERT has no
-    lines). The relation name is matched
-    exactly: a hostile table name cannot fake a line number."""
+    lines). The relation name is matched exactly: a hostile table name cannot fake a line
+    number."""
     prefix = f"COPY {relation}, line "
     for line in (exc.diag.context or "").splitlines():
         if line.startswith(prefix):
