@@ -115,14 +115,19 @@ def new_topic(kafka_bootstrap: str) -> Callable[[int], str]:
 
 
 @pytest.fixture(scope="session")
-def ray_local(services: Services) -> Iterator[None]:
-    """One local Ray for the session (started after the services so workers inherit the env)."""
+def ray_local(services: Services) -> Iterator[int]:
+    """One local Ray for the session (started after the services so workers inherit the env),
+    on 127.0.0.1; yields the port of its Prometheus metrics export."""
     import ray
 
-    ray.init(num_cpus=2, object_store_memory=256 * 2**20, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+    from veltrix_ray.local.procs import free_port
+    from veltrix_ray.runtime.pipeline import init_private_ray
+
+    port = free_port()
+    init_private_ray(num_cpus=2, object_store_memory=256 * 2**20, log_to_driver=False,
+                     _metrics_export_port=port)
     try:
-        yield
+        yield port
     finally:
         ray.shutdown()
 

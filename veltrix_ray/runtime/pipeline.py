@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,10 +16,33 @@ from veltrix_ray.config import load_config, to_settings
 from veltrix_ray.config.ray_address import JOIN_FIX, LOCAL, is_local, probe
 from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.config.validate import validate
+from veltrix_ray.local.procs import port_is_free
 from veltrix_ray.runtime.coordinator import NAMESPACE, Coordinator, coordinator_name
 from veltrix_ray.runtime.summary import RunSummary
 
 log = logging.getLogger(__name__)
+_CLUSTERS_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def init_private_ray(**options: Any) -> None:
+    """A Ray of this process alone, every port of it (GCS, raylet, metrics export) on
+    127.0.0.1. Address "local", unlike None, ignores $RAY_ADDRESS and any `ray start` cluster
+    found here."""
+    from ray._private import ray_constants
+
+    # On Linux Ray takes the node's routable address even for a one-node Ray; with clusters
+    # disabled it takes the loopback one (children inherit the environment variable).
+    saved = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(_CLUSTERS_ENV)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[_CLUSTERS_ENV] = "0"
+    try:
+        ray.init(address=LOCAL, include_dashboard=False, configure_logging=False, **options)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved[0]
+        if saved[1] is None:
+            os.environ.pop(_CLUSTERS_ENV, None)
+        else:
+            os.environ[_CLUSTERS_ENV] = saved[1]
 
 
 def ensure_ray(settings: VeltrixConfig, *, probe_first: bool = True) -> None:
@@ -30,11 +54,16 @@ def ensure_ray(settings: VeltrixConfig, *, probe_first: bool = True) -> None:
         return
     topo = settings.topology
     if is_local(topo.address):
+        port = topo.metrics_port
+        if port is not None and not port_is_free(port):
+            raise errors.ConfigError(
+                f"topology.metrics_port={port}: 127.0.0.1:{port} is in use (another local run "
+                "exporting metrics?). Stop it, or set topology.metrics_port=null (any free "
+                "port) or another port.")
         try:
-            # "local", unlike None, ignores $RAY_ADDRESS and any `ray start` cluster found here
-            ray.init(address=LOCAL, namespace=NAMESPACE, include_dashboard=False,
-                     log_to_driver=True, object_store_memory=topo.object_store_mb * 2**20,
-                     configure_logging=False, _metrics_export_port=topo.metrics_port)
+            init_private_ray(namespace=NAMESPACE, log_to_driver=True,
+                             object_store_memory=topo.object_store_mb * 2**20,
+                             _metrics_export_port=topo.metrics_port)
         except Exception as exc:
             raise errors.ConfigError(
                 f"could not start a private Ray on this machine (topology.address="
