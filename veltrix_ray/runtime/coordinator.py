@@ -25,9 +25,16 @@ from ray.exceptions import (
 
 from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.contracts import Claim, Totals, written
-from veltrix_ray.errors import ConfigError, RetriableError, VeltrixError, WorkerCrashed
+from veltrix_ray.errors import (
+    ConfigError,
+    FencedError,
+    RetriableError,
+    VeltrixError,
+    WorkerCrashed,
+)
 from veltrix_ray.runtime.assignment import assign, moved
 from veltrix_ray.runtime.budget import Budget
+from veltrix_ray.runtime.metrics import PipelineMetrics
 from veltrix_ray.runtime.worker import PartitionWorker, WorkerSpec
 from veltrix_ray.sink import make_sink
 from veltrix_ray.source.admin import partition_count
@@ -73,8 +80,8 @@ class Coordinator:
         self._sink = make_sink(settings, f"veltrix-ray coordinator {settings.pipeline.name}")
         self._schema: pa.Schema | None = None
         self._budget = Budget.derive(settings.topology.memory_mb, settings.topology.memory)
-        # rows and dead letters per partition, committed by workers that no longer own it
-        self._banked: dict[int, tuple[int, int]] = {}
+        # counters per partition committed by workers that no longer own it
+        self._banked: dict[int, dict[str, Any]] = {}
         self._retired: list[dict[str, Any]] = []  # final reports of rescaled-away workers
         # the durable per-partition counters in veltrix_offsets, before and after the run
         self._baseline: dict[int, Totals] = {}
@@ -83,6 +90,8 @@ class Coordinator:
         # partitions the dead-letter limit stopped, and why: no later owner resumes them
         self._stopped: dict[int, str] = {}
         self.waiting: str | None = None  # a claim waiting for another session's lock
+        self.metrics = PipelineMetrics(settings.pipeline.name)
+        self._ticked = 0.0  # monotonic time of the last metrics tick
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -100,6 +109,7 @@ class Coordinator:
             await self._supervise()
             self.finished = time.time()
             self._final = await asyncio.to_thread(self._sink.totals)
+            self._tick(force=True)
         finally:
             self._sink.close()
             self.finished = self.finished or time.time()
@@ -128,9 +138,14 @@ class Coordinator:
         s = self.settings
         assert self._schema is not None
         claims = await self._claim(slot.partitions)
+        if slot.incarnation:  # after a fault: what the lost incarnation committed, exactly
+            totals = await asyncio.to_thread(self._sink.totals)
+            for p in slot.partitions:
+                if p in totals:
+                    self._rebank(p, totals[p])
         name = f"{coordinator_name(s.pipeline.name)}:w{slot.index}.{slot.incarnation}"
         spec = WorkerSpec(s, name, slot.partitions, claims, self._budget, written(self._schema),
-                          self._stopped_of(slot.partitions))
+                          self._stopped_of(slot.partitions), slot.index)
         options: dict[str, Any] = {
             "name": name, "namespace": NAMESPACE, "num_cpus": s.topology.num_cpus,
             "memory": s.topology.memory_mb * 2**20, "max_restarts": 0,
@@ -207,6 +222,7 @@ class Coordinator:
             self.slots = [slot for slot in self.slots if not slot.retiring]
             move = {"workers": len(after), "moved": moved(before, after), "sets": after}
             self.moves.append(move)
+            self.metrics.rescaled()
             log.info("rescaled to %d workers, %d partitions moved", len(after), move["moved"])
             return move
 
@@ -252,6 +268,7 @@ class Coordinator:
                     await self._finished(live[ref], ref)
             if not ready:
                 await self._poll()
+                self._tick()
                 await asyncio.sleep(min(interval, 0.25))
 
     async def _finished(self, slot: _Slot, ref: Any) -> None:
@@ -267,6 +284,8 @@ class Coordinator:
             reason, crash = f"died ({str(exc).splitlines()[0]})", True
         except RayTaskError as exc:
             cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+            if isinstance(cause, FencedError):
+                self.metrics.fenced_commit()
             if not isinstance(cause, RetriableError):
                 kind = type(cause).__name__ if isinstance(cause, VeltrixError) else "VeltrixError"
                 message = str(cause) if isinstance(cause, VeltrixError) else (
@@ -293,6 +312,7 @@ class Coordinator:
         if crash:
             slot.crashes.append(now)
         slot.restarts += 1
+        self.metrics.restarted()
         if len(slot.crashes) > topo.max_restarts:
             self.errors.append(("VeltrixError", (
                 f"worker {slot.index} (partitions {slot.partitions}) {reason}; that is "
@@ -324,8 +344,32 @@ class Coordinator:
     def _bank_report(self, partitions: dict[int, dict[str, Any]]) -> None:
         self._note_stopped({"partitions": partitions})
         for p, info in partitions.items():
-            rows, dead = self._banked.get(p, (0, 0))
-            self._banked[p] = (rows + info["rows"], dead + info["dead_letters"])
+            bank = self._bank(p)
+            for key in ("rows", "dead_letters", "records"):
+                bank[key] += info.get(key, 0)
+            for reason, n in info.get("reasons", {}).items():
+                bank["reasons"][reason] = bank["reasons"].get(reason, 0) + n
+
+    def _bank(self, p: int) -> dict[str, Any]:
+        return self._banked.setdefault(p, {"rows": 0, "dead_letters": 0, "records": 0,
+                                           "reasons": {}})
+
+    def _rebank(self, p: int, total: Totals) -> None:
+        """Rows and dead letters of a partition so far, from PostgreSQL: a worker lost
+        between two progress reports took its last commits' counts along."""
+        before = self._baseline.get(p, Totals(None, 0, 0))
+        bank = self._bank(p)
+        bank["rows"] = max(bank["rows"], total.rows - before.rows)
+        bank["dead_letters"] = max(bank["dead_letters"], total.dead_letters - before.dead_letters)
+
+    def _tick(self, force: bool = False) -> None:
+        """Metrics from the latest progress, at most once per progress_interval_s."""
+        now = time.monotonic()
+        if not force and now - self._ticked < min(self.settings.progress_interval_s, 5.0):
+            return
+        self._ticked = now
+        report = self.progress()
+        self.metrics.tick(report, live=report["live_workers"], target=report["target_workers"])
 
     async def _poll(self) -> None:
         """Latest progress of each live worker. A slow answer is skipped, never cancelled:
@@ -350,9 +394,9 @@ class Coordinator:
 
     def progress(self) -> dict[str, Any]:
         parts: dict[int, dict[str, Any]] = {}
-        for p, (rows, dead) in self._banked.items():
+        for p, bank in self._banked.items():
             parts[p] = {"worker": None, "committed": None, "high_watermark": None,
-                        "rows": rows, "dead_letters": dead, "error": None}
+                        "error": None} | bank
         workers = []
         latencies: list[float] = []
         reports: list[tuple[int | None, int, list[int], dict[str, Any]]] = [
@@ -361,17 +405,23 @@ class Coordinator:
         for index, restarts, owned, info in reports:
             for p in owned:
                 cur = info.get("partitions", {}).get(p, {})
-                rows, dead = self._banked.get(p, (0, 0))
+                bank = self._banked.get(p, {})
+                reasons = dict(bank.get("reasons", {}))
+                for reason, n in cur.get("reasons", {}).items():
+                    reasons[reason] = reasons.get(reason, 0) + n
                 parts[p] = {"worker": index, "committed": cur.get("committed"),
                             "high_watermark": cur.get("high_watermark"),
-                            "rows": rows + cur.get("rows", 0),
-                            "dead_letters": dead + cur.get("dead_letters", 0),
-                            "error": cur.get("error")}
+                            "rows": bank.get("rows", 0) + cur.get("rows", 0),
+                            "dead_letters": bank.get("dead_letters", 0)
+                            + cur.get("dead_letters", 0),
+                            "records": bank.get("records", 0) + cur.get("records", 0),
+                            "reasons": reasons, "error": cur.get("error")}
             if info:
                 workers.append({k: info[k] for k in ("worker", "pid", "status", "rss",
                                                      "first_data_at", "peak_rss",
                                                      "held_bytes", "budget_bytes", "batches")}
-                               | {"restarts": restarts, "waiting": info.get("waiting")})
+                               | {"restarts": restarts, "waiting": info.get("waiting"),
+                                  "slot": index, "busy_ratio": info.get("busy_ratio", 0.0)})
                 latencies += info.get("latencies", [])
         end = self.finished or time.time()
         first = min((w["first_data_at"] for w in workers if w["first_data_at"]), default=None)
@@ -380,7 +430,11 @@ class Coordinator:
                 "processing_s": end - first if first is not None else 0.0,
                 "partitions": parts, "workers": workers, "latencies": latencies,
                 "errors": list(self.errors), "moves": list(self.moves),
-                "waiting": self.waiting}
+                "waiting": self.waiting,
+                "live_workers": sum(1 for s in self.slots if s.actor is not None
+                                    and s.run_ref is not None and not s.done
+                                    and not s.retiring),
+                "target_workers": sum(1 for s in self.slots if not s.retiring)}
 
     def summary(self) -> dict[str, Any]:
         """The final report: counts and offsets from PostgreSQL, exact across crashes."""

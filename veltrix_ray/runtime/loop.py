@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,11 +23,13 @@ from veltrix_ray.contracts import (
     Fetched,
     OffsetSink,
     PartitionSource,
+    Reason,
     WriteBatch,
 )
 from veltrix_ray.errors import VeltrixError
 from veltrix_ray.runtime.budget import MIB, Budget, Watchdog, release_memory
 from veltrix_ray.runtime.committer import Committed, Committer
+from veltrix_ray.runtime.meter import BusyMeter
 from veltrix_ray.runtime.state import PartitionState
 from veltrix_ray.runtime.step import Step, clip
 from veltrix_ray.transform import build_chain
@@ -43,13 +45,16 @@ class _Booked:
     nbytes: int
     rows: dict[int, int] = field(default_factory=dict)
     dead: dict[int, int] = field(default_factory=dict)
+    records: dict[int, int] = field(default_factory=dict)
+    reasons: dict[tuple[int, str], int] = field(default_factory=dict)  # dead letters
 
 
 class WorkerLoop:
     def __init__(self, settings: VeltrixConfig, name: str, claims: Mapping[int, Claim],
                  budget: Budget, output_schema: pa.Schema, source: PartitionSource,
                  sink: OffsetSink, stopped: Mapping[int, str] | None = None,
-                 watchdog: Watchdog | None = None) -> None:
+                 watchdog: Watchdog | None = None,
+                 on_commit: Callable[[Committed[Any]], None] | None = None) -> None:
         s = settings
         self.settings = settings
         self.name = name
@@ -75,6 +80,8 @@ class WorkerLoop:
         self.serial = s.topology.memory.inflight_batches == 1  # one batch alive at a time
         self.batches = 0
         self.latencies: deque[float] = deque(maxlen=10_000)
+        self.busy = BusyMeter()
+        self.on_commit = on_commit  # each finished commit (the worker's metrics)
         self.first_data_at: float | None = None  # wall clock of the first records fetched
         self.stopping = False
         self._changes: list[tuple[str, Any, asyncio.Future[Any]]] = []
@@ -140,14 +147,20 @@ class WorkerLoop:
             self.first_data_at = time.time()
         self.held_bytes += fetched.nbytes
         self._size_batches(fetched)
+        started = time.perf_counter()
         result = self.step(fetched, self.states)
+        self.busy.add(time.perf_counter() - started)
         self._guard_memory()
         for p, why in result.stopped.items():
             self.states[p].stopped = why
         if result.write is None:
             self.held_bytes -= fetched.nbytes
             return
-        await self._submit(result.write, _Booked(fetched.nbytes, result.rows, result.dead))
+        reasons: Counter[tuple[int, str]] = Counter(
+            (d.partition, Reason(d.reason).value) for d in result.write.dead_letters)
+        records = {a.partition: fetched.spans[a.partition][1] for a in result.write.advances}
+        await self._submit(result.write, _Booked(fetched.nbytes, result.rows, result.dead,
+                                                 records, dict(reasons)))
 
     # -- the memory budget: degrade before failing -----------------------------------------------
 
@@ -204,18 +217,31 @@ class WorkerLoop:
         if done is None:
             return
         self.latencies.append(done.seconds)
+        self.busy.add(done.write_s)
         self.held_bytes -= done.context.nbytes
         self.batches += 1
-        for p, n in done.context.rows.items():
+        booked = done.context
+        for p, n in booked.rows.items():
             if p in self.states:
                 self.states[p].rows += n
-        for p, n in done.context.dead.items():
+        for p, n in booked.dead.items():
             if p in self.states:
                 self.states[p].dead_letters += n
+        for p, n in booked.records.items():
+            if p in self.states:
+                self.states[p].records += n
+        reasons = Counter(booked.reasons)
         for bad in done.rejected:  # rows the database refused, dead-lettered instead
             if bad.partition in self.states:
                 self.states[bad.partition].rows -= 1
                 self.states[bad.partition].dead_letters += 1
+                reasons[(bad.partition, Reason.SINK.value)] += 1
+        for (p, reason), n in reasons.items():
+            if p in self.states:
+                st = self.states[p]
+                st.reasons[reason] = st.reasons.get(reason, 0) + n
+        if self.on_commit is not None:
+            self.on_commit(done)
 
     # -- ownership changes (rescale), applied between batches ----------------------------------
 

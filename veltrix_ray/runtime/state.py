@@ -19,6 +19,8 @@ class PartitionState:
     stop_at: int | None = None  # until=drained: the high watermark when the run began
     rows: int = 0
     dead_letters: int = 0
+    records: int = 0  # consumed: records of committed batches (rows, dead letters, skipped)
+    reasons: dict[str, int] = field(default_factory=dict)  # dead letters by Reason value
     stopped: str | None = None  # why the partition was stopped (the dead-letter limit)
     limit: DeadLetterLimit = field(init=False)
 
@@ -33,4 +35,5 @@ class PartitionState:
 
     def report(self) -> dict[str, Any]:
         return {"committed": self.next_offset, "high_watermark": self.high_watermark,
-                "rows": self.rows, "dead_letters": self.dead_letters, "error": self.stopped}
+                "rows": self.rows, "dead_letters": self.dead_letters, "records": self.records,
+                "reasons": dict(self.reasons), "error": self.stopped}

@@ -16,7 +16,9 @@ from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.contracts import Claim
 from veltrix_ray.errors import FencedError, RetriableError, VeltrixError, WorkerCrashed
 from veltrix_ray.runtime.budget import Budget
+from veltrix_ray.runtime.committer import Committed
 from veltrix_ray.runtime.loop import WorkerLoop
+from veltrix_ray.runtime.metrics import WorkerMetrics
 from veltrix_ray.runtime.state import PartitionState
 from veltrix_ray.sink import make_sink
 from veltrix_ray.source.kafka import KafkaSource
@@ -31,6 +33,7 @@ class WorkerSpec:
     budget: Budget
     output_schema: pa.Schema
     stopped: dict[int, str] = field(default_factory=dict)  # by the dead-letter limit, earlier
+    slot: int = 0  # the coordinator's partition-set index, stable across restarts
 
 
 class PartitionWorker:
@@ -41,6 +44,7 @@ class PartitionWorker:
         self.loop: WorkerLoop | None = None
         self.status = "starting"
         self._stop_requested = False
+        self.metrics = WorkerMetrics(spec.settings.pipeline.name, spec.slot)
 
     # -- called by the coordinator -------------------------------------------------------------
 
@@ -57,7 +61,8 @@ class PartitionWorker:
         loop = self.loop
         dog = loop.watchdog if loop else None
         return {
-            "worker": self.name, "pid": os.getpid(), "status": self.status,
+            "worker": self.name, "slot": self.spec.slot, "pid": os.getpid(),
+            "status": self.status, "busy_ratio": loop.busy.ratio() if loop else 0.0,
             "first_data_at": loop.first_data_at if loop else None,
             "rss": dog.rss() if dog else 0, "peak_rss": dog.peak_rss if dog else 0,
             "held_bytes": loop.held_bytes if loop else 0,
@@ -98,7 +103,8 @@ class PartitionWorker:
                                 "; the worker is restarted and waits again)", RetriableError
                                 ) from exc
         self.loop = WorkerLoop(s, self.name, self.spec.claims, self.spec.budget,
-                               self.spec.output_schema, source, self.sink, self.spec.stopped)
+                               self.spec.output_schema, source, self.sink, self.spec.stopped,
+                               on_commit=self._committed)
         self.loop.stopping = self._stop_requested
         try:
             self.status = "running"
@@ -121,6 +127,9 @@ class PartitionWorker:
             await source.close()
             self.sink.close()
         return self.progress()
+
+    def _committed(self, done: Committed[Any]) -> None:
+        self.metrics.committed(done.write_s, done.write.rows.num_rows - len(done.rejected))
 
     def _failure(self, exc: BaseException, fix: str,
                  kind: type[VeltrixError] = VeltrixError) -> VeltrixError:
