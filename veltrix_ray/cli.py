@@ -15,9 +15,14 @@ def _local(args: argparse.Namespace) -> int:
     stack = LocalStack(Path(args.state_dir) if args.state_dir else None)
     if args.action == "up":
         status = stack.up(kafka_port=args.kafka_port, postgres_port=args.postgres_port,
-                          timeout=args.timeout)
+                          timeout=args.timeout, with_prometheus=args.with_prometheus,
+                          prometheus_port=args.prometheus_port, metrics_port=args.metrics_port)
         print(f"kafka     {status.bootstrap}  (pid {status.kafka_pid})")
         print(f"postgres  {status.dsn}  (pid {status.postgres_pid})")
+        if status.prometheus_url:
+            print(f"prometheus {status.prometheus_url}  (pid {status.prometheus_pid}), scraping "
+                  f"local runs' metrics on 127.0.0.1:{status.metrics_port} "
+                  "(topology.metrics_port)")
         print(f"state     {stack.state_dir}")
         print('use it:   eval "$(veltrix-ray local env)"')
     elif args.action == "down":
@@ -26,8 +31,11 @@ def _local(args: argparse.Namespace) -> int:
         print(f"stopped the local stack in {stack.state_dir}{wiped}")
     elif args.action == "status":
         status = stack.status()
-        for name, pid, where in (("kafka", status.kafka_pid, status.bootstrap),
-                                 ("postgres", status.postgres_pid, status.dsn)):
+        services = [("kafka", status.kafka_pid, status.bootstrap),
+                    ("postgres", status.postgres_pid, status.dsn)]
+        if status.prometheus_pid:
+            services.append(("prometheus", status.prometheus_pid, status.prometheus_url))
+        for name, pid, where in services:
             state = f"running (pid {pid})" if pid else "stopped"
             print(f"{name:9} {state:22} {where or ''}")
         return 0 if status.running else 3
@@ -118,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="veltrix-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    local = sub.add_parser("local", help="the embedded local stack (Kafka KRaft + PostgreSQL)")
+    local = sub.add_parser("local", help="the embedded local stack (Kafka KRaft + PostgreSQL"
+                           ", optionally Prometheus)")
     local.add_argument("action", choices=["up", "down", "status", "env"])
     local.add_argument("--state-dir", help="default: $VELTRIX_STATE_DIR or ./.veltrix/local")
     local.add_argument("--kafka-port", type=int, help="default 19092, or any free port")
@@ -126,6 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--timeout", type=float, default=90.0,
                        help="seconds to wait for each service to become ready")
     local.add_argument("--wipe", action="store_true", help="down: also delete data and logs")
+    local.add_argument("--with-prometheus", action="store_true",
+                       help="up: also a Prometheus on 127.0.0.1 scraping local runs' metrics")
+    local.add_argument("--prometheus-port", type=int, help="default 19090, or any free port")
+    local.add_argument("--metrics-port", type=int,
+                       help="the Ray metrics port Prometheus scrapes (default 19100); `local "
+                            "env` exports it as VELTRIX_METRICS_PORT for topology.metrics_port")
     local.set_defaults(func=_local)
 
     prod = sub.add_parser("produce", help="write synthetic standard events to a topic")

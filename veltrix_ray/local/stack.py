@@ -1,4 +1,5 @@
-"""The local stack: one Kafka broker and one PostgreSQL, with state under one directory."""
+"""The local stack: one Kafka broker and one PostgreSQL (and, on request, a Prometheus),
+with state under one directory."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from veltrix_ray.errors import StackError
 from veltrix_ray.local import procs
 from veltrix_ray.local.kafka import KafkaBroker
 from veltrix_ray.local.postgres import LocalPostgres
+from veltrix_ray.local.prometheus import ALERTS, LocalPrometheus
 
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_POSTGRES_PORT = 15432
+DEFAULT_PROMETHEUS_PORT = 19090
+DEFAULT_METRICS_PORT = 19100  # the Ray metrics export a local run uses when Prometheus is up
 
 
 def default_state_dir() -> Path:
@@ -27,6 +31,9 @@ class StackStatus:
     postgres_pid: int | None
     bootstrap: str | None
     dsn: str | None
+    prometheus_pid: int | None = None
+    prometheus_url: str | None = None
+    metrics_port: int | None = None  # what the local Prometheus scrapes
 
     @property
     def running(self) -> bool:
@@ -53,15 +60,36 @@ class LocalStack:
     def _postgres(self, ports: dict[str, int]) -> LocalPostgres:
         return LocalPostgres(self.state_dir / "postgres", ports["postgres_port"])
 
+    def _prometheus(self, ports: dict[str, int]) -> LocalPrometheus:
+        return LocalPrometheus(self.state_dir / "prometheus", ports["prometheus_port"],
+                               [f"{procs.HOST}:{ports['metrics_port']}"],
+                               [ALERTS] if ALERTS.exists() else [])
+
     def status(self) -> StackStatus:
         ports = self._load()
         if not ports:
             return StackStatus(None, None, None, None)
         kafka, pg = self._kafka(ports), self._postgres(ports)
-        return StackStatus(kafka.pid(), pg.pid(), kafka.bootstrap, pg.dsn)
+        status = StackStatus(kafka.pid(), pg.pid(), kafka.bootstrap, pg.dsn)
+        if "prometheus_port" in ports:
+            prom = self._prometheus(ports)
+            status.prometheus_pid = prom.pid()
+            if status.prometheus_pid is not None:
+                status.prometheus_url, status.metrics_port = prom.url, ports["metrics_port"]
+        return status
+
+    def prometheus(self) -> LocalPrometheus:
+        """The Prometheus of this stack (started by `up(with_prometheus=True)`)."""
+        ports = self._load()
+        if "prometheus_port" not in ports:
+            raise StackError("The local stack has no Prometheus; start it with `veltrix-ray "
+                             "local up --with-prometheus`.")
+        return self._prometheus(ports)
 
     def up(self, *, kafka_port: int | None = None, postgres_port: int | None = None,
-           timeout: float = 90.0) -> StackStatus:
+           timeout: float = 90.0, with_prometheus: bool = False,
+           prometheus_port: int | None = None, metrics_port: int | None = None,
+           ) -> StackStatus:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         ports = self._load()
         kafka_running = bool(ports) and self._kafka(ports).pid() is not None
@@ -85,16 +113,34 @@ class LocalStack:
             ports["postgres_port"] = procs.choose_port(
                 postgres_port, ports.get("postgres_port", DEFAULT_POSTGRES_PORT),
                 "--postgres-port", "PostgreSQL")
+        prom_running = "prometheus_port" in ports and self._prometheus(ports).pid() is not None
+        if with_prometheus and prom_running and (
+                prometheus_port not in (None, ports["prometheus_port"])
+                or metrics_port not in (None, ports["metrics_port"])):
+            raise StackError("The local Prometheus already runs (on port "
+                             f"{ports['prometheus_port']}, scraping {ports['metrics_port']}); "
+                             "run `veltrix-ray local down` first to change its ports.")
+        if with_prometheus and not prom_running:
+            ports["prometheus_port"] = procs.choose_port(
+                prometheus_port, ports.get("prometheus_port", DEFAULT_PROMETHEUS_PORT),
+                "--prometheus-port", "Prometheus")
+            # not checked for being free: a running pipeline may be exporting there already
+            ports["metrics_port"] = metrics_port or ports.get("metrics_port",
+                                                              DEFAULT_METRICS_PORT)
         self.state_file.write_text(json.dumps(ports, indent=2))
         if not pg_running:
             self._postgres(ports).start(timeout=timeout)
         if not kafka_running:
             self._kafka(ports).start(timeout=timeout)
+        if with_prometheus and not prom_running:
+            self._prometheus(ports).start(timeout=timeout)
         return self.status()
 
     def down(self, *, wipe: bool = False) -> None:
         ports = self._load()
         if ports:
+            if "prometheus_port" in ports:
+                self._prometheus(ports).stop()
             self._kafka(ports).stop()
             self._postgres(ports).stop()
         if wipe and self.state_dir.exists():
@@ -105,7 +151,12 @@ class LocalStack:
         if not status.running or status.bootstrap is None or status.dsn is None:
             raise StackError(f"The local stack in {self.state_dir} is not running; start it with "
                              "`veltrix-ray local up`.")
-        return {"VELTRIX_KAFKA_BOOTSTRAP": status.bootstrap, "VELTRIX_POSTGRES_DSN": status.dsn}
+        env = {"VELTRIX_KAFKA_BOOTSTRAP": status.bootstrap, "VELTRIX_POSTGRES_DSN": status.dsn}
+        if status.prometheus_url is not None:
+            # a local run exports its metrics where this Prometheus scrapes
+            env.update(VELTRIX_METRICS_PORT=str(status.metrics_port),
+                       VELTRIX_PROMETHEUS_URL=status.prometheus_url)
+        return env
 
     def postgres(self) -> LocalPostgres:
         """The PostgreSQL of this stack (tests restart it to check the sink's retries)."""
