@@ -81,6 +81,7 @@ class WorkerLoop:
         self.batches = 0
         self.latencies: deque[float] = deque(maxlen=10_000)
         self.busy = BusyMeter()
+        self.write_times: deque[float] = deque(maxlen=200)  # recent commit transactions
         self.on_commit = on_commit  # each finished commit (the worker's metrics)
         self.first_data_at: float | None = None  # wall clock of the first records fetched
         self.stopping = False
@@ -218,6 +219,7 @@ class WorkerLoop:
             return
         self.latencies.append(done.seconds)
         self.busy.add(done.write_s)
+        self.write_times.append(done.write_s)
         self.held_bytes -= done.context.nbytes
         self.batches += 1
         booked = done.context
@@ -242,6 +244,13 @@ class WorkerLoop:
                 st.reasons[reason] = st.reasons.get(reason, 0) + n
         if self.on_commit is not None:
             self.on_commit(done)
+
+    def commit_p95(self) -> float:
+        """Seconds of the recent commit transactions, 95th percentile."""
+        if not self.write_times:
+            return 0.0
+        ordered = sorted(self.write_times)
+        return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
     # -- ownership changes (rescale), applied between batches ----------------------------------
 

@@ -63,6 +63,7 @@ class PartitionWorker:
         return {
             "worker": self.name, "slot": self.spec.slot, "pid": os.getpid(),
             "status": self.status, "busy_ratio": loop.busy.ratio() if loop else 0.0,
+            "commit_p95_s": loop.commit_p95() if loop else 0.0,
             "first_data_at": loop.first_data_at if loop else None,
             "rss": dog.rss() if dog else 0, "peak_rss": dog.peak_rss if dog else 0,
             "held_bytes": loop.held_bytes if loop else 0,
