@@ -86,6 +86,7 @@ class WorkerLoop:
         self.first_data_at: float | None = None  # wall clock of the first records fetched
         self.stopping = False
         self._changes: list[tuple[str, Any, asyncio.Future[Any]]] = []
+        self._work = asyncio.Event()  # a change or a stop for a worker with no partitions
 
     def _state(self, claim: Claim) -> PartitionState:
         return PartitionState(claim.partition, claim.epoch, claim.next_offset,
@@ -113,6 +114,10 @@ class WorkerLoop:
                 continue
             self._guard_memory()
             active = [p for p, st in self.states.items() if not st.done]
+            if not self.states:  # a new worker of a rescale: ready, waiting for partitions
+                await self._work.wait()
+                self._work.clear()
+                continue
             if not active:
                 break
             if self.committer.in_flight and (
@@ -260,7 +265,13 @@ class WorkerLoop:
     async def change(self, kind: str, payload: Any) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._changes.append((kind, payload, future))
+        self._work.set()
         return await future
+
+    def stop(self) -> None:
+        """Finish the batch in flight, commit it, end."""
+        self.stopping = True
+        self._work.set()
 
     def _apply_changes(self) -> None:
         for kind, payload, future in self._changes:

@@ -45,17 +45,27 @@ class PartitionWorker:
         self.status = "starting"
         self._stop_requested = False
         self.metrics = WorkerMetrics(spec.settings.pipeline.name, spec.slot)
+        self._started = asyncio.Event()  # Kafka connected and the loop built (or failed)
 
     # -- called by the coordinator -------------------------------------------------------------
 
     def pid(self) -> int:
         return os.getpid()
 
+    async def ready(self) -> dict[str, Any]:
+        """Returns once the worker can take partitions (its Kafka client is connected):
+        where it runs and its status ("running" when ready)."""
+        await self._started.wait()
+        import ray
+
+        return {"status": self.status, "node": ray.get_runtime_context().get_node_id(),
+                "pid": os.getpid()}
+
     async def stop(self) -> None:
         """Finish the batch in flight, commit it, exit."""
         self._stop_requested = True
         if self.loop is not None:
-            self.loop.stopping = True
+            self.loop.stop()
 
     def progress(self, latencies: bool = True) -> dict[str, Any]:
         loop = self.loop
@@ -99,16 +109,19 @@ class PartitionWorker:
             source = await KafkaSource.open(s.kafka, self.spec.budget.batch_bytes, self.name)
         except KafkaError as exc:
             self.sink.close()
+            self.status = "failed"
+            self._started.set()
             raise self._failure(exc, "check that kafka.bootstrap is reachable from this node "
                                 f"(waited kafka.connect_timeout_s={s.kafka.connect_timeout_s:g}s"
                                 "; the worker is restarted and waits again)", RetriableError
                                 ) from exc
-        self.loop = WorkerLoop(s, self.name, self.spec.claims, self.spec.budget,
-                               self.spec.output_schema, source, self.sink, self.spec.stopped,
-                               on_commit=self._committed)
-        self.loop.stopping = self._stop_requested
         try:
+            self.loop = WorkerLoop(s, self.name, self.spec.claims, self.spec.budget,
+                                   self.spec.output_schema, source, self.sink,
+                                   self.spec.stopped, on_commit=self._committed)
+            self.loop.stopping = self._stop_requested
             self.status = "running"
+            self._started.set()
             await self.loop.run()
             self.status = "stopped" if self.loop.stopping else "done"
         except FencedError:
@@ -125,6 +138,7 @@ class PartitionWorker:
             raise self._failure(exc, "see the worker's log (`ray logs`) for the traceback",
                                 WorkerCrashed) from exc
         finally:
+            self._started.set()
             await source.close()
             self.sink.close()
         return self.progress()
