@@ -25,6 +25,7 @@ from ray.exceptions import (
 
 from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.contracts import Claim, Totals, written
+from veltrix_ray.control.steering import Steering
 from veltrix_ray.errors import (
     ConfigError,
     FencedError,
@@ -92,6 +93,7 @@ class Coordinator:
         self.waiting: str | None = None  # a claim waiting for another session's lock
         self.metrics = PipelineMetrics(settings.pipeline.name)
         self._ticked = 0.0  # monotonic time of the last metrics tick
+        self._steering: Steering | None = None  # veltrix_control: heartbeat, requests
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -100,6 +102,8 @@ class Coordinator:
         count = await self._partitions()
         self._schema = output_schema(s)
         await asyncio.to_thread(self._sink.setup, self._schema)
+        self._steering = Steering(s, coordinator_name(s.pipeline.name))
+        await asyncio.to_thread(self._steering.setup)
         self._baseline = await asyncio.to_thread(self._sink.totals)
         sets = assign(range(count), s.topology.workers)
         self.slots = [_Slot(i, ps) for i, ps in enumerate(sets)]
@@ -113,6 +117,8 @@ class Coordinator:
         finally:
             self._sink.close()
             self.finished = self.finished or time.time()
+            if self._steering is not None:  # not running from now on, for `status`
+                await self._steering.finish(self)
         return self.summary()
 
     async def _partitions(self) -> int:
@@ -249,6 +255,7 @@ class Coordinator:
     async def _supervise(self) -> None:
         interval = self.settings.progress_interval_s
         while True:
+            await self._control()
             for slot in self.slots:
                 if slot.restart_at is not None and time.monotonic() >= slot.restart_at:
                     slot.restart_at = None
@@ -270,6 +277,11 @@ class Coordinator:
                 await self._poll()
                 self._tick()
                 await asyncio.sleep(min(interval, 0.25))
+
+    async def _control(self) -> None:
+        """Heartbeat and operators' requests (veltrix_ray/control), once per interval."""
+        if self._steering is not None:
+            await self._steering.tick(self)
 
     async def _finished(self, slot: _Slot, ref: Any) -> None:
         """A worker's run ended: done, or a fault. A worker that died (process or node lost)
@@ -421,6 +433,7 @@ class Coordinator:
                                                      "first_data_at", "peak_rss",
                                                      "held_bytes", "budget_bytes", "batches")}
                                | {"restarts": restarts, "waiting": info.get("waiting"),
+                                  "node": info.get("node"),
                                   "slot": index, "busy_ratio": info.get("busy_ratio", 0.0)})
                 latencies += info.get("latencies", [])
         end = self.finished or time.time()
