@@ -282,15 +282,31 @@ def test_rescale_mid_run_moves_few_partitions_and_stays_exact(
         kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
     topic = new_topic(8)
     exp = fill(kafka_bootstrap, topic, 60_000, 8, bad_fraction=0.01)
-    with Background(overrides(topic, pg_dsn, "topology.workers=2",
-                              "batch.max_records=200")) as run:
+    forever = [o for o in overrides(topic, pg_dsn, "topology.workers=2",
+                                    "batch.max_records=200") if o != "until=drained"]
+    with Background(forever) as run:  # no worker finishes (drains) during the rescales
         run.wait("some rows", lambda: committed_rows(pg_dsn) > 2000)
         up = run.pipeline.rescale(4)
         assert up["moved"] == 4  # each of the 2 old workers hands over 2 of its 4
         assert sorted(p for s in up["sets"] for p in s) == list(range(8))
         down = run.pipeline.rescale(3)
         assert down["moved"] == 2  # the 4th set's 2 partitions move
-        summary = run.join()
+        events = ray.get(run.coordinator().progress.remote())["events"]
+        run.wait("every row", lambda: committed_rows(pg_dsn) == len(exp.good))
+    summary = run.join()
+    # make before break: each moved partition's new owner was ready before the old one let go
+    ready: dict[int, float] = {}
+    released: dict[int, float] = {}
+    acquired = []
+    for e in events:  # in order
+        if e["event"] == "ready":
+            ready[e["worker"]] = e["at"]
+        for p in e["partitions"] if e["event"] == "released" else []:
+            released[p] = e["at"]
+        for p in e["partitions"] if e["event"] == "acquired" else []:
+            acquired.append(p)
+            assert ready[e["worker"]] < released.pop(p), (p, events)
+    assert sorted(acquired) == [2, 3, 6, 6, 7, 7], events
     assert [m["workers"] for m in summary.moves] == [4, 3]
     assert summary.rows == len(exp.good) and summary.dead_letters == len(exp.bad), summary.table()
     assert_exact(pg_dsn, topic, exp)

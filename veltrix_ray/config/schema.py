@@ -170,6 +170,11 @@ class TopologyConfig:
     restart_backoff_max_s: float = 30.0
     # joining a cluster only: seconds to wait for it to answer before the run fails
     join_timeout_s: float = 20.0
+    # seconds between two looks for partitions added to the topic (taken without a restart)
+    partition_discovery_s: float = 30.0
+    # a rescale's new worker must be placed and connected within this many seconds (on an
+    # autoscaling cluster: a new node's boot); until then no partition moves
+    place_timeout_s: float = 600.0
     # private Ray only: shared-memory object store size
     object_store_mb: int = 256
     # private Ray only: the port of Ray's Prometheus metrics export, on 127.0.0.1 (null: a

@@ -153,6 +153,9 @@ def static_findings(s: VeltrixConfig) -> list[Finding]:
         f.append(Finding("warning", "topology.metrics_port", "applies to a private Ray only; on "
                          "a cluster each node exports metrics on the port its `ray start "
                          "--metrics-export-port` set"))
+    for key in ("partition_discovery_s", "place_timeout_s"):
+        if getattr(s.topology, key) <= 0:
+            f.append(Finding("error", f"topology.{key}", "must be > 0"))
     if s.topology.num_cpus <= 0:
         f.append(Finding("error", "topology.num_cpus", "must be > 0"))
     if s.batch.max_records < 1:

@@ -36,6 +36,7 @@ from veltrix_ray.errors import (
 from veltrix_ray.runtime.assignment import assign, moved
 from veltrix_ray.runtime.budget import Budget
 from veltrix_ray.runtime.metrics import PipelineMetrics
+from veltrix_ray.runtime.scaler import Autoscaler
 from veltrix_ray.runtime.worker import PartitionWorker, WorkerSpec
 from veltrix_ray.sink import make_sink
 from veltrix_ray.source.admin import partition_count
@@ -67,6 +68,8 @@ class _Slot:
     restart_at: float | None = None  # monotonic time of a scheduled restart
     failures: deque[float] = field(default_factory=deque)  # monotonic times, recent ones
     crashes: deque[float] = field(default_factory=deque)
+    ready_ref: Any = None  # the worker's ready(): where it runs, once connected
+    node: str | None = None
 
 
 class Coordinator:
@@ -94,6 +97,15 @@ class Coordinator:
         self.metrics = PipelineMetrics(settings.pipeline.name)
         self._ticked = 0.0  # monotonic time of the last metrics tick
         self._steering: Steering | None = None  # veltrix_control: heartbeat, requests
+        auto = settings.topology.autoscale
+        self.autoscaler = Autoscaler(auto, settings.pipeline.name) if auto.enabled else None
+        self.target = settings.topology.workers  # the size asked for (config, rescale)
+        if self.autoscaler is not None:
+            self.target = min(max(self.target, auto.min_workers), auto.max_workers)
+        self.events: deque[dict[str, Any]] = deque(maxlen=1000)  # ownership changes
+        self._partition_count = 0
+        self._discovered = time.monotonic()
+        self._scaling: asyncio.Future[Any] | None = None  # a rescale the coordinator started
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -105,7 +117,8 @@ class Coordinator:
         self._steering = Steering(s, coordinator_name(s.pipeline.name))
         await asyncio.to_thread(self._steering.setup)
         self._baseline = await asyncio.to_thread(self._sink.totals)
-        sets = assign(range(count), s.topology.workers)
+        self._partition_count = count
+        sets = assign(range(count), self.target)
         self.slots = [_Slot(i, ps) for i, ps in enumerate(sets)]
         for slot in self.slots:
             await self._start(slot)
@@ -161,13 +174,17 @@ class Coordinator:
             options["scheduling_strategy"] = "SPREAD"
         slot.actor = ray.remote(PartitionWorker).options(**options).remote(spec)
         slot.run_ref = slot.actor.run.remote()
+        slot.ready_ref = slot.actor.ready.remote()
         slot.last = {}
         slot.done = False
+        self._event("started", slot, slot.partitions)
 
     # -- rescale ---------------------------------------------------------------------------
 
     async def _claim(self, partitions: list[int]) -> dict[int, Claim]:
         """Claim in a thread; while the claim waits for a lock, say who holds it."""
+        if not partitions:
+            return {}
         task = asyncio.ensure_future(asyncio.to_thread(self._sink.claim, partitions))
         while not task.done():
             await asyncio.wait({task}, timeout=CLAIM_SLOW_S)
@@ -181,22 +198,46 @@ class Coordinator:
         self.waiting = None
         return task.result()
 
-    async def rescale(self, workers: int) -> dict[str, Any]:
-        """Move to `workers` partition sets, moving as few partitions as possible: a worker
-        first gives up what it loses (after committing its batch in flight), then the new
-        owners claim those partitions under new epochs. Partitions added to the topic since
-        the start are picked up too."""
+    async def rescale(self, workers: int, why: str = "manual") -> dict[str, Any]:
+        """Move to `workers` partition sets, make before break: new workers are placed and
+        connected before any partition moves; then each old owner gives up what it loses
+        (after committing its batch in flight) and the new owners claim those partitions
+        under new epochs. Retirees are chosen node by node, so that whole nodes go idle.
+        Partitions added to the topic are picked up too. `why` "manual" (an operator) pauses
+        the autoscaler."""
         if workers < 1:
             raise ConfigError("rescale needs at least 1 worker (topology.workers)")
         async with self._rescaling:
             count = await self._partitions()
-            live = [slot for slot in self.slots if not slot.done]
+            self._partition_count = count
+            live = self._by_retirement([slot for slot in self.slots
+                                        if not slot.done and not slot.retiring])
             before = [slot.partitions for slot in live]
             after = assign(range(count), workers, previous=before)
-            # 1. give up: stop the sets that go away, release what the others lose
+            if why == "manual" and self.autoscaler is not None:
+                self.autoscaler.manual(len(live), len(after))
+            self.target = len(after)
+            if len(after) > len(live):
+                self._request_resources(len(after))
+            # 1. make: the new workers, placed and connected, still without partitions
+            fresh = [self._new_slot([]) for _ in range(len(after) - len(live))]
+            try:
+                for slot in fresh:
+                    await self._start(slot)
+                await self._wait_ready(fresh)
+            except BaseException:
+                for slot in fresh:  # nothing moved: the run goes on at its size
+                    if slot.actor is not None:
+                        await self._retire(slot)
+                self.slots = [slot for slot in self.slots if not slot.retiring]
+                self.target = len(live)
+                raise
+            owners = live + fresh
+            # 2. break: retirees stop, the others give up what they lose
             for i, slot in enumerate(live):
                 if i >= len(after):
                     await self._retire(slot)
+                    self._event("released", slot, before[i])
                     continue
                 lose = [p for p in slot.partitions if p not in after[i]]
                 if lose and slot.restart_at is not None:  # restarts with what it keeps
@@ -205,32 +246,81 @@ class Coordinator:
                     released = await slot.actor.release.remote(lose)
                     self._bank_report(released)
                     slot.partitions = [p for p in slot.partitions if p not in lose]
-            # 2. take over: claim under new epochs, then hand to the (new) owners
-            for i, target in enumerate(after):
-                if i < len(live):
-                    slot = live[i]
-                    gain = [p for p in target if p not in slot.partitions]
-                    if gain and slot.restart_at is not None:
-                        slot.partitions = sorted(target)
-                    elif gain:
-                        claims = await self._claim(gain)
-                        try:
-                            await slot.actor.acquire.remote(claims, self._stopped_of(gain))
-                        except (RayActorError, RayTaskError):
-                            # it finished or died meanwhile: a fresh worker takes the whole set
-                            await self._retire(slot)
-                            slot = self._new_slot(target)
-                            await self._start(slot)
-                            continue
-                        slot.partitions = sorted(target)
-                else:
-                    await self._start(self._new_slot(target))
+                if lose:
+                    self._event("released", slot, lose)
+            # 3. move: claim under new epochs, hand to the (new) owners
+            for slot, target in zip(owners, after, strict=False):
+                gain = [p for p in target if p not in slot.partitions]
+                if gain and slot.restart_at is not None:
+                    slot.partitions = sorted(target)
+                elif gain:
+                    claims = await self._claim(gain)
+                    try:
+                        await slot.actor.acquire.remote(claims, self._stopped_of(gain))
+                    except (RayActorError, RayTaskError) as exc:
+                        log.warning("worker %d could not take partitions %s (%s); a new "
+                                    "worker takes its whole set", slot.index, gain,
+                                    str(exc).splitlines()[0])
+                        await self._retire(slot)
+                        slot = self._new_slot(target)
+                        await self._start(slot)
+                        continue
+                    slot.partitions = sorted(target)
+                    self._event("acquired", slot, gain)
             self.slots = [slot for slot in self.slots if not slot.retiring]
-            move = {"workers": len(after), "moved": moved(before, after), "sets": after}
+            if len(after) < len(live):
+                self._request_resources(len(after))
+            move = {"workers": len(after), "moved": moved(before, after), "sets": after,
+                    "why": why}
             self.moves.append(move)
             self.metrics.rescaled()
-            log.info("rescaled to %d workers, %d partitions moved", len(after), move["moved"])
+            log.info("rescaled to %d workers (%s), %d partitions moved", len(after), why,
+                     move["moved"])
             return move
+
+    def _by_retirement(self, live: list[_Slot]) -> list[_Slot]:
+        """Survivors first, retirees last: the slots on the nodes with the fewest slots go
+        first (so that their nodes empty and the cluster can remove them); among equals,
+        the newest."""
+        per_node: dict[str | None, int] = {}
+        for slot in live:
+            per_node[slot.node] = per_node.get(slot.node, 0) + 1
+        return sorted(live, key=lambda slot: (-per_node[slot.node], slot.index))
+
+    async def _wait_ready(self, slots: list[_Slot]) -> None:
+        """Until each new worker is placed and connected to Kafka (on an autoscaling
+        cluster a new node boots first), within topology.place_timeout_s."""
+        timeout = self.settings.topology.place_timeout_s
+        for slot in slots:
+            try:
+                info = await asyncio.wait_for(asyncio.shield(slot.ready_ref), timeout)
+            except asyncio.TimeoutError as exc:
+                raise VeltrixError(
+                    f"rescale: worker {slot.index} was not placed within "
+                    f"topology.place_timeout_s={timeout:g}s (no node with "
+                    f"{self.settings.topology.num_cpus} CPU and "
+                    f"{self.settings.topology.memory_mb} MiB free?); no partition moved. "
+                    "Add nodes or lower topology.num_cpus / memory_mb.") from exc
+            slot.node = info.get("node")
+            self._event("ready", slot, [], node=slot.node)
+
+    def _request_resources(self, workers: int) -> None:
+        """On a cluster: tell Ray's autoscaler how many workers' resources to keep."""
+        from veltrix_ray.config.ray_address import is_local
+
+        topo = self.settings.topology
+        if is_local(topo.address):
+            return
+        try:
+            from ray.autoscaler.sdk import request_resources
+
+            request_resources(bundles=[{"CPU": topo.num_cpus}] * workers)
+        except Exception as exc:  # no autoscaler on this cluster: nothing to ask
+            log.info("request_resources(%d workers) not applied: %s", workers, exc)
+
+    def _event(self, kind: str, slot: _Slot, partitions: list[int], **extra: Any) -> None:
+        self.events.append({"at": time.time(), "event": kind, "worker": slot.index,
+                            "partitions": sorted(partitions)} | extra)
 
     def _new_slot(self, partitions: list[int]) -> _Slot:
         slot = _Slot(max(s.index for s in self.slots) + 1, sorted(partitions))
@@ -276,7 +366,50 @@ class Coordinator:
             if not ready:
                 await self._poll()
                 self._tick()
+                await self._steer()
                 await asyncio.sleep(min(interval, 0.25))
+
+    async def _steer(self) -> None:
+        """Between polls: learn where workers run, look for new partitions, let the
+        autoscaler decide; each change is a rescale in the background (supervision goes on
+        while it places workers)."""
+        for slot in self.slots:
+            if slot.node is None and slot.ready_ref is not None:
+                ready, _ = ray.wait([slot.ready_ref], timeout=0)
+                if ready:
+                    try:
+                        slot.node = (await slot.ready_ref).get("node")
+                        self._event("ready", slot, [], node=slot.node)
+                    except RayError:
+                        slot.ready_ref = None
+        if self._stopping or self._rescaling.locked():
+            return
+        if self._scaling is not None and self._scaling.done():
+            failed = self._scaling.exception()
+            self._scaling = None
+            if failed is not None:
+                log.error("rescale failed: %s", failed)
+        if self._scaling is not None:
+            return
+        now = time.monotonic()
+        if now - self._discovered >= self.settings.topology.partition_discovery_s:
+            self._discovered = now
+            count = await self._partitions()
+            if count > self._partition_count:
+                log.warning("topic %s has %d partitions now (was %d): assigning the new ones",
+                            self.settings.kafka.topic, count, self._partition_count)
+                self._scaling = asyncio.ensure_future(self.rescale(self.target,
+                                                                   "new partitions"))
+                return
+        if self.autoscaler is None or not self.autoscaler.due():
+            return
+        live = [slot for slot in self.slots if not slot.done and not slot.retiring]
+        owned = {p for slot in live if slot.restart_at is None and slot.run_ref is not None
+                 for p in slot.partitions}
+        decision = self.autoscaler.decide(self.progress(), len(live), owned)
+        if decision.target != len(live):
+            self._scaling = asyncio.ensure_future(self.rescale(decision.target,
+                                                               decision.code))
 
     async def _control(self) -> None:
         """Heartbeat and operators' requests (veltrix_ray/control), once per interval."""
@@ -447,7 +580,9 @@ class Coordinator:
                 "live_workers": sum(1 for s in self.slots if s.actor is not None
                                     and s.run_ref is not None and not s.done
                                     and not s.retiring),
-                "target_workers": sum(1 for s in self.slots if not s.retiring)}
+                "target_workers": self.target,
+                "autoscale": self.autoscaler.state() if self.autoscaler else None,
+                "events": list(self.events)}
 
     def summary(self) -> dict[str, Any]:
         """The final report: counts and offsets from PostgreSQL, exact across crashes."""
