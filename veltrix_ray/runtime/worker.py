@@ -46,6 +46,7 @@ class PartitionWorker:
         self._stop_requested = False
         self.metrics = WorkerMetrics(spec.settings.pipeline.name, spec.slot)
         self._started = asyncio.Event()  # Kafka connected and the loop built (or failed)
+        self.node = _node_id()
 
     # -- called by the coordinator -------------------------------------------------------------
 
@@ -71,7 +72,7 @@ class PartitionWorker:
         loop = self.loop
         dog = loop.watchdog if loop else None
         return {
-            "worker": self.name, "slot": self.spec.slot, "pid": os.getpid(),
+            "worker": self.name, "slot": self.spec.slot, "pid": os.getpid(), "node": self.node,
             "status": self.status, "busy_ratio": loop.busy.ratio() if loop else 0.0,
             "commit_p95_s": loop.commit_p95() if loop else 0.0,
             "first_data_at": loop.first_data_at if loop else None,
@@ -129,8 +130,9 @@ class PartitionWorker:
             raise
         except OffsetOutOfRangeError as exc:
             raise self._failure(exc, "the stored offset is no longer in the topic (retention "
-                                "deleted those records); to skip the loss, delete this "
-                                "pipeline's rows in veltrix_offsets so kafka.start applies"
+                                "deleted those records); to skip the loss, stop the pipeline "
+                                "and run `veltrix-ray reset-offsets --to earliest` (or "
+                                "`--to latest`) with the same overrides as `run`"
                                 ) from exc
         except (VeltrixError, asyncio.CancelledError):
             raise
@@ -154,3 +156,10 @@ class PartitionWorker:
             where = ", ".join(f"partition {p} at offset {c.next_offset}"
                               for p, c in self.spec.claims.items())
         return kind(f"{self.name} failed ({where}): {type(exc).__name__}: {exc}. Fix: {fix}.")
+
+
+def _node_id() -> str | None:
+    """The Ray node this actor runs on (None outside Ray)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
