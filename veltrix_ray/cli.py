@@ -1,10 +1,12 @@
-"""The `veltrix-ray` command: local stack, synthetic producer, config, check, run."""
+"""The `veltrix-ray` command: local stack, synthetic producer, config, check, run, and the
+operator verbs for a running pipeline (status, rescale, stop, reset-offsets)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from veltrix_ray.errors import VeltrixError
 
@@ -99,6 +101,118 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
+def _settings(overrides: list[str]) -> Any:
+    from veltrix_ray.config import load_config, to_settings
+
+    return to_settings(load_config(overrides))
+
+
+def _which(settings: Any) -> str:
+    return f"pipeline {settings.pipeline.name!r} (topic {settings.kafka.topic!r})"
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from veltrix_ray.control.status import collect, render
+
+    status = collect(_settings(args.overrides))
+    print(json.dumps(status) if args.json else render(status))
+    return 0 if status["running"] else 3
+
+
+def _wait_row(plane: Any, done: Any, timeout: float) -> Any:
+    """Poll the control row until `done(row)`; None after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        row = plane.read()
+        if done(row):
+            return row
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
+
+
+def _rescale(args: argparse.Namespace) -> int:
+    from veltrix_ray.control.plane import ControlPlane, running
+
+    settings = _settings(args.overrides)
+    if args.workers < 1:
+        print("error: rescale needs at least 1 worker", file=sys.stderr)
+        return 1
+    plane = ControlPlane(settings, max_elapsed_s=10.0, application_name="veltrix-ray rescale")
+    if not running(plane.read()):
+        print(f"error: {_which(settings)} is not running, so there is nothing to rescale; "
+              f"start it with topology.workers={args.workers} instead.", file=sys.stderr)
+        return 1
+    request = plane.request_rescale(args.workers)
+    row = _wait_row(plane, lambda r: r is None or r.applied_request_id >= (request or 0)
+                    or not running(r), args.timeout)
+    if row is None:
+        print(f"error: rescale requested (request {request}) but not applied within "
+              f"{args.timeout:g}s; the coordinator may still be moving partitions: see "
+              "`veltrix-ray status`.", file=sys.stderr)
+        return 2
+    outcome = row.status.get("applied") or {}
+    if outcome.get("request_id") != request:
+        why = "it stopped" if not running(row) else "a later request replaced it"
+        print(f"error: the rescale (request {request}) was not applied: {why}.",
+              file=sys.stderr)
+        return 1
+    if outcome.get("error"):
+        print(f"error: the rescale failed: {outcome['error']}", file=sys.stderr)
+        return 1
+    print(f"rescaled {_which(settings)} to {outcome['workers']} workers, "
+          f"{outcome['moved']} partition(s) moved")
+    for i, partitions in enumerate(outcome["sets"]):
+        print(f"  set {i}: partitions {partitions}")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from veltrix_ray.control.plane import ControlPlane, running
+
+    settings = _settings(args.overrides)
+    plane = ControlPlane(settings, max_elapsed_s=10.0, application_name="veltrix-ray stop")
+    if not running(plane.read()):
+        print(f"{_which(settings)} is not running")
+        return 0
+    request = plane.request_stop()
+    print(f"stop requested (request {request}): the workers commit their batches in flight",
+          file=sys.stderr)
+    row = _wait_row(plane, lambda r: not running(r), args.timeout)
+    if row is None:
+        print(f"error: {_which(settings)} still runs {args.timeout:g}s after the stop "
+              "request; see `veltrix-ray status`.", file=sys.stderr)
+        return 2
+    print(f"{_which(settings)} stopped")
+    return 0
+
+
+def _reset_offsets(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from veltrix_ray.control.kafka import offsets_at
+    from veltrix_ray.control.reset import apply, parse_target
+
+    target = parse_target(args.to)
+    settings = _settings(args.overrides)
+    wheres = ["earliest", "latest"] + ([target.where] if target.where else [])
+    count, found = asyncio.run(offsets_at(settings.kafka, wheres))
+    resolved = found[2] if target.where else {}
+    changes = apply(settings, target, count, resolved, found[0], found[1],
+                    dry_run=args.dry_run)
+    changed = sum(1 for c in changes if c.changed)
+    print(f"{_which(settings)}: offsets to {args.to}"
+          + (" (dry run: nothing changed)" if args.dry_run else ""))
+    for change in changes:
+        print("  " + change.line())
+    print(f"{changed} partition(s) {'would change' if args.dry_run else 'changed'}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     import asyncio
     import os
@@ -169,6 +283,34 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--topic", default="demo-events")
     demo.add_argument("overrides", nargs="*", help=overrides_help)
     demo.set_defaults(func=_demo)
+
+    status = sub.add_parser("status", help="a pipeline's partitions, workers and lag (running "
+                            "or not); exit 3 when it is not running")
+    status.add_argument("overrides", nargs="*", help=overrides_help)
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.set_defaults(func=_status)
+
+    rescale = sub.add_parser("rescale", help="change the worker count of a running pipeline")
+    rescale.add_argument("workers", type=int)
+    rescale.add_argument("overrides", nargs="*", help=overrides_help)
+    rescale.add_argument("--timeout", type=float, default=60.0,
+                         help="seconds to wait for the coordinator to apply it")
+    rescale.set_defaults(func=_rescale)
+
+    stop = sub.add_parser("stop", help="stop a running pipeline gracefully (batches in flight "
+                          "commit)")
+    stop.add_argument("overrides", nargs="*", help=overrides_help)
+    stop.add_argument("--timeout", type=float, default=120.0,
+                      help="seconds to wait until it has stopped")
+    stop.set_defaults(func=_stop)
+
+    reset = sub.add_parser("reset-offsets", help="move a stopped pipeline's stored offsets")
+    reset.add_argument("--to", required=True,
+                       help="earliest | latest | an ISO-8601 timestamp with zone | "
+                            "partition:offset,... (e.g. 0:1200,3:0)")
+    reset.add_argument("--dry-run", action="store_true", help="print, change nothing")
+    reset.add_argument("overrides", nargs="*", help=overrides_help)
+    reset.set_defaults(func=_reset_offsets)
     return parser
 
 
