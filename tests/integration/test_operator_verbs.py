@@ -66,6 +66,7 @@ def test_status_rescale_stop_and_reset_from_another_process(
     assert (st["running"], st["workers"], st["target_workers"]) == (False, 0, None)
     assert by_partition(st, "high_watermark") == hw
     assert set(by_partition(st, "committed").values()) == {None}
+    assert by_partition(st, "lag") == hw  # kafka.start=earliest: all of it
 
     run = start(["run", *over, "topology.workers=2", "progress_interval_s=0.5",
                  "batch.max_records=500"])  # until=forever

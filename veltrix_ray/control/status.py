@@ -43,9 +43,9 @@ def collect(settings: VeltrixConfig) -> dict[str, Any]:
     stored = stored_offsets(plane)
     kafka_error = None
     try:
-        count, (ends,) = asyncio.run(offsets_at(s.kafka, ["latest"]))
+        count, (begins, ends) = asyncio.run(offsets_at(s.kafka, ["earliest", "latest"]))
     except Exception as exc:  # status still shows what PostgreSQL knows
-        count, ends = 0, {}
+        count, begins, ends = 0, {}, {}
         kafka_error = f"{type(exc).__name__}: {exc}"
     report: dict[str, Any] = (row.status if row is not None and live else {}) or {}
     reported = report.get("partitions", {})
@@ -56,12 +56,15 @@ def collect(settings: VeltrixConfig) -> dict[str, Any]:
         db = stored.get(p, {})
         info = reported.get(str(p), {}) if live else {}
         committed, hw = db.get("committed"), ends.get(p)
+        # nothing committed yet: kafka.start says where reading begins
+        start = committed if committed is not None else {
+            "earliest": begins.get(p), "latest": hw}.get(s.kafka.start)
         slot = info.get("worker")
         partitions.append({
             "partition": p,
             "owner": names.get(slot, f"w{slot}") if slot is not None else None,
             "committed": committed, "high_watermark": hw,
-            "lag": hw - committed if hw is not None and committed is not None else None,
+            "lag": hw - start if hw is not None and start is not None else None,
             "epoch": db.get("epoch"),
             "rows": db.get("rows", 0), "dead_letters": db.get("dead_letters", 0),
             "stopped": info.get("error")})
@@ -141,7 +144,7 @@ def render(st: dict[str, Any]) -> str:
         lines.append(f"{'worker':<26} {'node':<18} {'status':<9} {'busy':>5} "
                      f"{'rss MB':>8} / {'budget':<7} restarts")
         for w in st["worker_reports"]:
-            lines.append(f"{w['worker'] or '-':<26} {str(w.get('node') or '-')[:18]:<18} "
+            lines.append(f"{w['worker'] or '-':<26} {str(w.get('node') or '-')[:12]:<18} "
                          f"{w['status'] or '-':<9} {(w['busy_ratio'] or 0):>5.0%} "
                          f"{_mb(w['rss']):>8} / {_mb(w['budget_bytes']):<7} "
                          f"{w['restarts'] or 0}" + (f"  waiting: {w['waiting']}"
