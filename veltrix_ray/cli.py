@@ -18,13 +18,17 @@ def _local(args: argparse.Namespace) -> int:
     if args.action == "up":
         status = stack.up(kafka_port=args.kafka_port, postgres_port=args.postgres_port,
                           timeout=args.timeout, with_prometheus=args.with_prometheus,
-                          prometheus_port=args.prometheus_port, metrics_port=args.metrics_port)
+                          prometheus_port=args.prometheus_port, metrics_port=args.metrics_port,
+                          with_ray=not args.no_ray)
         print(f"kafka     {status.bootstrap}  (pid {status.kafka_pid})")
         print(f"postgres  {status.dsn}  (pid {status.postgres_pid})")
         if status.prometheus_url:
             print(f"prometheus {status.prometheus_url}  (pid {status.prometheus_pid}), scraping "
                   f"local runs' metrics on 127.0.0.1:{status.metrics_port} "
                   "(topology.metrics_port)")
+        if status.ray_address:
+            print(f"ray       {status.ray_address}  (pid {status.ray_pid}), local runs attach to "
+                  "it")
         print(f"state     {stack.state_dir}")
         print('use it:   eval "$(veltrix-ray local env)"')
     elif args.action == "down":
@@ -37,6 +41,8 @@ def _local(args: argparse.Namespace) -> int:
                     ("postgres", status.postgres_pid, status.dsn)]
         if status.prometheus_pid:
             services.append(("prometheus", status.prometheus_pid, status.prometheus_url))
+        if status.ray_pid:
+            services.append(("ray", status.ray_pid, status.ray_address))
         for name, pid, where in services:
             state = f"running (pid {pid})" if pid else "stopped"
             print(f"{name:9} {state:22} {where or ''}")
@@ -241,7 +247,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     local = sub.add_parser("local", help="the embedded local stack (Kafka KRaft + PostgreSQL"
-                           ", optionally Prometheus)")
+                           " + a Ray head, optionally Prometheus)")
     local.add_argument("action", choices=["up", "down", "status", "env"])
     local.add_argument("--state-dir", help="default: $VELTRIX_STATE_DIR or ./.veltrix/local")
     local.add_argument("--kafka-port", type=int, help="default 19092, or any free port")
@@ -252,6 +258,8 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--with-prometheus", action="store_true",
                        help="up: also a Prometheus on 127.0.0.1 scraping local runs' metrics")
     local.add_argument("--prometheus-port", type=int, help="default 19090, or any free port")
+    local.add_argument("--no-ray", action="store_true",
+                       help="up: no Ray head (local runs then start a private Ray each)")
     local.add_argument("--metrics-port", type=int,
                        help="the Ray metrics port Prometheus scrapes (default 19100); `local "
                             "env` exports it as VELTRIX_METRICS_PORT for topology.metrics_port")

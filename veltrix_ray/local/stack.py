@@ -1,5 +1,5 @@
-"""The local stack: one Kafka broker and one PostgreSQL (and, on request, a Prometheus),
-with state under one directory."""
+"""The local stack: one Kafka broker and one PostgreSQL (and, on request, a Ray head and a
+Prometheus), with state under one directory."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from veltrix_ray.errors import StackError
 from veltrix_ray.local import procs
 from veltrix_ray.local.kafka import KafkaBroker
 from veltrix_ray.local.postgres import LocalPostgres
 from veltrix_ray.local.prometheus import ALERTS, LocalPrometheus
+from veltrix_ray.local.ray_head import ADDRESS_ENV, RayHead, temp_dir_for
 
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_POSTGRES_PORT = 15432
@@ -34,6 +36,8 @@ class StackStatus:
     prometheus_pid: int | None = None
     prometheus_url: str | None = None
     metrics_port: int | None = None  # what the local Prometheus scrapes
+    ray_pid: int | None = None
+    ray_address: str | None = None  # the stack's Ray head, which local runs attach to
 
     @property
     def running(self) -> bool:
@@ -47,23 +51,32 @@ class LocalStack:
         self.state_dir = (state_dir or default_state_dir()).resolve()
         self.state_file = self.state_dir / "stack.json"
 
-    def _load(self) -> dict[str, int]:
+    def _load(self) -> dict[str, Any]:
         try:
             return dict(json.loads(self.state_file.read_text()))
         except FileNotFoundError:
             return {}
 
-    def _kafka(self, ports: dict[str, int]) -> KafkaBroker:
+    def _kafka(self, ports: dict[str, Any]) -> KafkaBroker:
         return KafkaBroker(self.state_dir / "kafka", ports["kafka_port"],
                            ports["kafka_controller_port"])
 
-    def _postgres(self, ports: dict[str, int]) -> LocalPostgres:
+    def _postgres(self, ports: dict[str, Any]) -> LocalPostgres:
         return LocalPostgres(self.state_dir / "postgres", ports["postgres_port"])
 
-    def _prometheus(self, ports: dict[str, int]) -> LocalPrometheus:
+    def _prometheus(self, ports: dict[str, Any]) -> LocalPrometheus:
         return LocalPrometheus(self.state_dir / "prometheus", ports["prometheus_port"],
                                [f"{procs.HOST}:{ports['metrics_port']}"],
                                [ALERTS] if ALERTS.exists() else [])
+
+    def _ray(self, ports: dict[str, Any]) -> RayHead:
+        return RayHead(self.state_dir / "ray", Path(ports["ray_temp_dir"]), ports["ray_port"],
+                       ports["ray_num_cpus"], ports.get("ray_metrics_port"))
+
+    def ray_head(self) -> RayHead | None:
+        """The Ray head this stack recorded (running or not); None if it never started one."""
+        ports = self._load()
+        return self._ray(ports) if "ray_port" in ports else None
 
     def status(self) -> StackStatus:
         ports = self._load()
@@ -76,6 +89,10 @@ class LocalStack:
             status.prometheus_pid = prom.pid()
             if status.prometheus_pid is not None:
                 status.prometheus_url, status.metrics_port = prom.url, ports["metrics_port"]
+        if "ray_port" in ports:
+            status.ray_pid = self._ray(ports).pid()
+            if status.ray_pid is not None:
+                status.ray_address = self._ray(ports).address
         return status
 
     def prometheus(self) -> LocalPrometheus:
@@ -89,7 +106,8 @@ class LocalStack:
     def up(self, *, kafka_port: int | None = None, postgres_port: int | None = None,
            timeout: float = 90.0, with_prometheus: bool = False,
            prometheus_port: int | None = None, metrics_port: int | None = None,
-           ) -> StackStatus:
+           with_ray: bool = False) -> StackStatus:
+        """with_ray: also a Ray head for local runs to attach to (`local up` asks for it)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         ports = self._load()
         kafka_running = bool(ports) and self._kafka(ports).pid() is not None
@@ -127,6 +145,18 @@ class LocalStack:
             # not checked for being free: a running pipeline may be exporting there already
             ports["metrics_port"] = metrics_port or ports.get("metrics_port",
                                                               DEFAULT_METRICS_PORT)
+        ray_running = "ray_port" in ports and self._ray(ports).pid() is not None
+        if with_ray and ray_running and "metrics_port" in ports and (
+                ports.get("ray_metrics_port") != ports["metrics_port"]):
+            raise StackError("The local Ray head runs without exporting metrics where the "
+                             "local Prometheus scrapes; run `veltrix-ray local down` first.")
+        if with_ray and not ray_running:
+            home = self.state_dir / "ray"
+            ports.update(ray_port=procs.free_port(), ray_num_cpus=os.cpu_count() or 1,
+                         ray_temp_dir=str(temp_dir_for(home)))
+            ports.pop("ray_metrics_port", None)
+            if "metrics_port" in ports:  # the local Prometheus scrapes the head's export
+                ports["ray_metrics_port"] = ports["metrics_port"]
         self.state_file.write_text(json.dumps(ports, indent=2))
         if not pg_running:
             self._postgres(ports).start(timeout=timeout)
@@ -134,17 +164,23 @@ class LocalStack:
             self._kafka(ports).start(timeout=timeout)
         if with_prometheus and not prom_running:
             self._prometheus(ports).start(timeout=timeout)
+        if with_ray and not ray_running:
+            self._ray(ports).start(timeout=timeout)
         return self.status()
 
     def down(self, *, wipe: bool = False) -> None:
         ports = self._load()
         if ports:
+            if "ray_port" in ports:
+                self._ray(ports).stop()
             if "prometheus_port" in ports:
                 self._prometheus(ports).stop()
             self._kafka(ports).stop()
             self._postgres(ports).stop()
         if wipe and self.state_dir.exists():
             shutil.rmtree(self.state_dir)
+        if wipe and "ray_temp_dir" in ports:
+            shutil.rmtree(ports["ray_temp_dir"], ignore_errors=True)
 
     def env(self) -> dict[str, str]:
         status = self.status()
@@ -156,6 +192,9 @@ class LocalStack:
             # a local run exports its metrics where this Prometheus scrapes
             env.update(VELTRIX_METRICS_PORT=str(status.metrics_port),
                        VELTRIX_PROMETHEUS_URL=status.prometheus_url)
+        if status.ray_address is not None:
+            # local runs attach to this head (the stack in VELTRIX_STATE_DIR recorded it)
+            env.update({ADDRESS_ENV: status.ray_address, "VELTRIX_STATE_DIR": str(self.state_dir)})
         return env
 
     def postgres(self) -> LocalPostgres:

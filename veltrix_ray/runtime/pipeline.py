@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,14 +15,16 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from veltrix_ray import errors
 from veltrix_ray.config import load_config, to_settings
 from veltrix_ray.config.ray_address import JOIN_FIX, LOCAL, is_local, probe
-from veltrix_ray.config.schema import VeltrixConfig
+from veltrix_ray.config.schema import TopologyConfig, VeltrixConfig
 from veltrix_ray.config.validate import validate
 from veltrix_ray.local.procs import port_is_free
+from veltrix_ray.local.ray_head import RayHead
 from veltrix_ray.runtime.coordinator import NAMESPACE, Coordinator, coordinator_name
 from veltrix_ray.runtime.summary import RunSummary
 
 log = logging.getLogger(__name__)
 _CLUSTERS_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_warned_metrics_port = False
 
 
 def init_private_ray(**options: Any) -> None:
@@ -45,15 +48,56 @@ def init_private_ray(**options: Any) -> None:
             os.environ[_CLUSTERS_ENV] = saved[1]
 
 
+def _say(message: str) -> None:
+    """Logged; printed to stderr when nothing handles the log (the CLI, a notebook)."""
+    if log.hasHandlers():
+        log.info(message)
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _attach_to_stack(head: RayHead, topo: TopologyConfig) -> None:
+    from veltrix_ray.local.ray_head import loopback, use_token
+
+    global _warned_metrics_port
+    if topo.metrics_port not in (None, head.metrics_port) and not _warned_metrics_port:
+        _warned_metrics_port = True
+        where = (f"exports on 127.0.0.1:{head.metrics_port}" if head.metrics_port
+                 else "was started without --with-prometheus")
+        log.warning("topology.metrics_port=%s does not apply to the local stack's Ray head "
+                    "(it %s)", topo.metrics_port, where)
+    use_token(head)
+    try:
+        with loopback():
+            ray.init(address=head.address, namespace=NAMESPACE, log_to_driver=True,
+                     configure_logging=False)
+    except Exception as exc:
+        raise errors.ConfigError(
+            f"could not attach to the local stack's Ray at {head.address} ({type(exc).__name__}"
+            f": {exc}); restart it with `veltrix-ray local down && veltrix-ray local up`, or "
+            "unset VELTRIX_RAY_ADDRESS for a private Ray") from exc
+    _say(f"veltrix-ray: attached to the local stack's Ray at {head.address}")
+
+
 def ensure_ray(settings: VeltrixConfig, *, probe_first: bool = True) -> None:
-    """Starts a private Ray (topology.address null or `local`) or joins the cluster at
-    topology.address; a Ray this process already initialized (a notebook's) is used as it is.
-    probe_first: ask the cluster in a child process first (`check` already did), so that an
-    address that does not answer fails within topology.join_timeout_s, not after minutes."""
+    """Attaches to the local stack's Ray head (topology.address null or `local`, and
+    $VELTRIX_RAY_ADDRESS names the head the stack recorded), else starts a private Ray, or joins
+    the cluster at topology.address; a Ray this process already initialized (a notebook's) is
+    used as it is. probe_first: ask the cluster in a child process first (`check` already did),
+    so that an address that does not answer fails within topology.join_timeout_s, not after
+    minutes."""
     if ray.is_initialized():
         return
     topo = settings.topology
     if is_local(topo.address):
+        from veltrix_ray.local.ray_head import stack_head
+
+        head, why_not = stack_head()
+        if why_not:
+            log.warning(why_not)
+        if head is not None:
+            _attach_to_stack(head, topo)
+            return
         port = topo.metrics_port
         if port is not None and not port_is_free(port):
             raise errors.ConfigError(
