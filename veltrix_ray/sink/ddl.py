@@ -8,13 +8,16 @@ import pyarrow as pa
 
 from veltrix_ray.batch.schema import JSON_FIELD
 from veltrix_ray.errors import ConfigError
+from veltrix_ray.sink.binary import _column as binary_column
 from veltrix_ray.sink.introspect import Column
 
 # PostgreSQL type for an Arrow type, and the existing column types it may be written into
 _PG: list[tuple[pa.DataType, str, set[str]]] = [
     (pa.int64(), "bigint", {"bigint", "numeric"}),
     (pa.int32(), "integer", {"integer", "bigint", "numeric"}),
+    (pa.int16(), "smallint", {"smallint", "integer", "bigint", "numeric"}),
     (pa.float64(), "double precision", {"double precision", "numeric"}),
+    (pa.float32(), "real", {"real", "numeric"}),
     (pa.bool_(), "boolean", {"boolean"}),
     (pa.string(), "text", {"text", "character varying", "jsonb", "json"}),
     (pa.date32(), "date", {"date", "timestamp with time zone"}),
@@ -38,6 +41,10 @@ def pg_type(field: pa.Field) -> str:
 def _accepts(field: pa.Field, existing: str) -> bool:
     wanted = pg_type(field)
     if wanted == existing:
+        return True
+    # what the binary encoder writes (uuid from text, timestamp without time zone as UTC wall
+    # time, ...), CSV writes the same: tests/sink/test_binary_copy.py
+    if binary_column(field.type, existing) is not None:
         return True
     if wanted == "jsonb":
         return existing in {"jsonb", "json", "text"}
