@@ -273,8 +273,8 @@ def test_stored_offset_out_of_range_names_partition_offset_and_fix(
         conn.execute("UPDATE veltrix_offsets SET next_offset = 1000000")
     forever = [o for o in over if o != "until=drained"]
     with pytest.raises(VeltrixError, match=r"veltrix:events:w0.\d failed \(partition 0 at "
-                                           r"offset 1000000\): OffsetOutOfRangeError.*delete "
-                                           r"this pipeline's rows in veltrix_offsets"):
+                                           r"offset 1000000\): OffsetOutOfRangeError.*"
+                                           r"`veltrix-ray reset-offsets --to earliest`"):
         Pipeline(load_config(forever)).run()
 
 

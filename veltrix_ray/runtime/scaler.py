@@ -40,6 +40,7 @@ class Autoscaler:
         self.clock = clock
         self.history: deque[Record] = deque(maxlen=HISTORY)
         self.last: Decision | None = None
+        self.decisions: deque[dict[str, Any]] = deque(maxlen=50)  # the changes, for status
         self.last_at: float | None = None
         self.paused_until: float | None = None  # after a manual rescale
         self._seen: _Seen | None = None
@@ -96,6 +97,9 @@ class Autoscaler:
             self.last.code, self.last.target)
         self.last, self.last_at = decision, now
         if decision.target != workers:
+            self.decisions.append({"at": time.time(), "workers": workers,
+                                   "target": decision.target, "decision": decision.code,
+                                   "reason": decision.reason})
             log.warning("autoscale %s: %s", self.pipeline, decision.reason)
         elif changed:
             log.info("autoscale %s: %s", self.pipeline, decision.reason)
@@ -119,4 +123,5 @@ class Autoscaler:
                 "target": last.target if last else None,
                 "decision": last.code if last else None,
                 "reason": last.reason if last else None,
-                "bounds": [self.config.min_workers, self.config.max_workers]}
+                "bounds": [self.config.min_workers, self.config.max_workers],
+                "changes": list(self.decisions)}
