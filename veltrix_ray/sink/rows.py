@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from psycopg import sql
 from veltrix_ray.contracts import written
 from veltrix_ray.sink.binary import BinaryPlan, NotEncodable, choose
 from veltrix_ray.sink.introspect import columns
+
+# benchmarks/pipeline.py measures the previous path: VELTRIX_COPY_FORMAT=csv forces CSV COPY
+_FORCE_CSV = os.environ.get("VELTRIX_COPY_FORMAT") == "csv"
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +161,7 @@ class RowWriter:
     def plan(self, schema: pa.Schema) -> BinaryPlan | None:
         """The binary encoding of rows of `schema`; None: CSV (not inspected, or a column
         binary cannot write, logged once)."""
-        if self._types is None:
+        if self._types is None or _FORCE_CSV:
             return None
         sig = tuple((f.name, f.type) for f in schema)
         if sig not in self._plans:
