@@ -17,16 +17,18 @@ import psycopg
 from .helpers import assert_exact, dead_letters, event_ids, fill, offsets
 
 CLI = [sys.executable, "-m", "veltrix_ray.cli"]
-ENV = {**os.environ, "RAY_DEDUP_LOGS": "0"}
+def env() -> dict[str, str]:
+    """Read when a process starts: the session's services set VELTRIX_* after import."""
+    return {**os.environ, "RAY_DEDUP_LOGS": "0"}
 
 
 def start(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=ENV)
+                            text=True, env=env())
 
 
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=ENV,
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env(),
                           timeout=timeout)
 
 
