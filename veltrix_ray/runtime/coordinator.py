@@ -394,7 +394,11 @@ class Coordinator:
         now = time.monotonic()
         if now - self._discovered >= self.settings.topology.partition_discovery_s:
             self._discovered = now
-            count = await self._partitions()
+            try:
+                count = await self._partitions()
+            except Exception as exc:  # Kafka away: the workers wait for it, so do we
+                log.info("looking for new partitions: %s: %s", type(exc).__name__, exc)
+                return
             if count > self._partition_count:
                 log.warning("topic %s has %d partitions now (was %d): assigning the new ones",
                             self.settings.kafka.topic, count, self._partition_count)
