@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -123,15 +124,21 @@ def run(name: str, topic: str, admin_dsn: str, serialise: bool, extra: list[str]
     env = {k: v for k, v in os.environ.items() if k not in CLEAN} | {"RAY_DEDUP_LOGS": "0"}
     started = time.perf_counter()
     try:
-        done = subprocess.run([sys.executable, str(HERE), "child", json.dumps(spec)],
-                              capture_output=True, text=True, env=env, timeout=timeout)
-        wall = time.perf_counter() - started
-        result = next((json.loads(line[7:]) for line in done.stdout.splitlines()
+        proc = subprocess.Popen([sys.executable, str(HERE), "child", json.dumps(spec)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:  # its private Ray goes with its process group
+            os.killpg(proc.pid, signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+            return {"error": f"not finished within {timeout:g}s", "wall_s": timeout}
+        result = next((json.loads(line[7:]) for line in out.splitlines()
                        if line.startswith("RESULT ")), None)
-        if result is None or done.returncode != 0:
-            raise RuntimeError(f"run {name} failed (exit {done.returncode}):\n"
-                               f"{done.stderr[-3000:]}")
-        result["wall_s"] = wall
+        if result is None or proc.returncode != 0:
+            return {"error": f"exit {proc.returncode}: {err[-1500:]}",
+                    "wall_s": time.perf_counter() - started}
+        result["wall_s"] = time.perf_counter() - started
         return result
     finally:
         drop_database(admin_dsn, dsn)
@@ -149,7 +156,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2000,
                         help="batch.max_records: the serialising trigger costs 50 ms per batch")
     parser.add_argument("--only", choices=("plain", "serialised"), default=None)
-    parser.add_argument("--timeout", type=float, default=900.0, help="per run, seconds")
+    parser.add_argument("--timeout", type=float, default=300.0, help="per run, seconds")
     args = parser.parse_args()
     bootstrap, admin_dsn = services()
     topic = f"autoscale-{uuid.uuid4().hex[:8]}"
@@ -167,10 +174,13 @@ def main() -> None:
         for label, extra in modes:
             r = run(f"{sink} {label}", topic, admin_dsn, sink == "serialised", extra,
                     args.batch, args.timeout)
-            if r["rows"] != args.events:
-                raise RuntimeError(f"{sink} {label}: {r['rows']:,} rows, not {args.events:,}")
             r.update(sink=sink, mode=label)
             results.append(r)
+            if "error" in r:
+                print(f"{sink:<10} {label:<10} FAILED: {r['error']}", flush=True)
+                continue
+            if r["rows"] != args.events:
+                r["error"] = f"{r['rows']:,} rows, not {args.events:,}"
             print(f"{sink:<10} {label:<10} drained in {r['processing_s']:6.1f}s "
                   f"({r['events_per_s']:,.0f} events/s), run {r['elapsed_s']:.1f}s", flush=True)
             for line in decisions(r["changes"]):
@@ -179,6 +189,9 @@ def main() -> None:
     print(f"{'sink':<10} {'workers':<10} {'drain s':>8} {'run s':>7} {'events/s':>10} "
           f"{'max N':>5} {'commits':>8} {'p50 ms':>7} {'p95 ms':>7}")
     for r in results:
+        if "error" in r and "processing_s" not in r:
+            print(f"{r['sink']:<10} {r['mode']:<10} FAILED: {r['error'].splitlines()[0]}")
+            continue
         print(f"{r['sink']:<10} {r['mode']:<10} {r['processing_s']:>8.1f} {r['elapsed_s']:>7.1f} "
               f"{r['events_per_s']:>10,.0f} {r['max_workers']:>5} {r['commits']:>8,} "
               f"{r['commit_p50_ms']:>7.0f} {r['commit_p95_ms']:>7.0f}")
