@@ -100,3 +100,34 @@ def test_partitions_added_mid_run_are_consumed_without_a_restart(
     exp.high_watermarks = {p: first.high_watermarks.get(p, 0) + second.high_watermarks.get(p, 0)
                            for p in range(4)}
     assert_exact(pg_dsn, topic, exp)
+
+
+def test_a_rescale_interrupted_halfway_converges_without_orphaned_partitions(
+        kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(4)
+    first = fill(kafka_bootstrap, topic, 4_000, 4, seed=1)
+    with Background(forever(topic, pg_dsn, "topology.workers=2", "postgres.lock_timeout_s=1",
+                            "postgres.retry.max_elapsed_s=2")) as run:
+        run.wait("the first rows", lambda: committed_rows(pg_dsn) == len(first.good))
+        # idle now; an operator's session locks the offsets: the rescale releases partition 3
+        # from its owner, then cannot claim it for the new worker and fails halfway
+        holder = psycopg.connect(pg_dsn)
+        holder.execute("SELECT * FROM veltrix_offsets FOR UPDATE")
+        with pytest.raises(Exception, match="lock"):
+            run.pipeline.rescale(3)
+        holder.rollback()
+        holder.close()
+        second = fill(kafka_bootstrap, topic, 4_000, 4, seed=2)
+        good = first.good | second.good
+        run.wait("every row, partition 3's too", lambda: committed_rows(pg_dsn) == len(good),
+                 timeout=120)
+        progress = ray.get(run.coordinator().progress.remote())
+    summary = run.join()
+    owners = {p: info["worker"] for p, info in progress["partitions"].items()}
+    assert set(owners) == {0, 1, 2, 3} and None not in owners.values(), owners
+    assert summary.moves[-1]["why"] == "converge" and summary.moves[-1]["workers"] == 3
+    exp = first
+    exp.good = good
+    exp.high_watermarks = {p: first.high_watermarks[p] + second.high_watermarks[p]
+                           for p in range(4)}
+    assert_exact(pg_dsn, topic, exp)

@@ -106,6 +106,7 @@ class Coordinator:
         self._partition_count = 0
         self._discovered = time.monotonic()
         self._scaling: asyncio.Future[Any] | None = None  # a rescale the coordinator started
+        self._converge_at = 0.0  # monotonic: the next repair of orphaned partitions
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -392,6 +393,13 @@ class Coordinator:
         if self._scaling is not None:
             return
         now = time.monotonic()
+        orphans = self._orphans()
+        if orphans and now >= self._converge_at:
+            # a rescale interrupted halfway (a worker or a service lost mid-move)
+            log.warning("partitions %s have no owner: assigning them again", orphans)
+            self._converge_at = now + 5.0
+            self._scaling = asyncio.ensure_future(self.rescale(self.target, "converge"))
+            return
         if now - self._discovered >= self.settings.topology.partition_discovery_s:
             self._discovered = now
             try:
@@ -419,6 +427,16 @@ class Coordinator:
         """Heartbeat and operators' requests (veltrix_ray/control), once per interval."""
         if self._steering is not None:
             await self._steering.tick(self)
+
+    def _orphans(self) -> list[int]:
+        """The desired assignment's check: every partition has exactly one owner (a live,
+        restarting or finished slot); returns those with none."""
+        held = [p for slot in self.slots if not slot.retiring for p in slot.partitions]
+        twice = sorted({p for p in held if held.count(p) > 1})
+        if twice:
+            log.error("partitions %s have two owners; the newer epoch fences the older",
+                      twice)
+        return sorted(set(range(self._partition_count)) - set(held))
 
     async def _finished(self, slot: _Slot, ref: Any) -> None:
         """A worker's run ended: done, or a fault. A worker that died (process or node lost)
