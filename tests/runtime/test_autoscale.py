@@ -149,6 +149,13 @@ CASES = [
     pytest.param(obs(2, 8, busy=0.1, rate=2_000, p95=1.0),
                  [rec(120, 1, 2, SCALE_UP, 10_000, p95=0.1)], {}, 2, QUIET, ["1 would do"],
                  id="drained-after-step-is-no-gate"),
+    pytest.param(obs(4, 4, lag=HUGE, busy=1.0, rate=10_500),
+                 [rec(120, 1, 4, SCALE_UP, 10_000)], {"max_workers": 4}, 1, SINK_BOUND,
+                 ["1→4 workers", "PostgreSQL", "back to 1"],
+                 id="a-step-straight-to-the-maximum-is-judged-too"),
+    pytest.param(obs(4, 4, lag=HUGE, busy=1.0),
+                 [rec(120, 1, 4, SCALE_UP, 10_000)], {"max_workers": 4}, 4, STEADY, [],
+                 id="an-effective-step-to-the-maximum-holds"),
 ]
 
 

@@ -191,13 +191,23 @@ def decide(obs: Observation, history: Sequence[Record], config: AutoscaleConfig,
     if d.capacity <= 0 and required > 0 and parts:
         return out(n, NO_RATE, f"hold {n}: no committed rate measured yet; {figures}")
 
+    chain = _up_chain(history, n)
+    if wanted <= n and chain and wanted > chain[0].workers:
+        # a step that reached all the demand asked for (often the maximum) is judged too,
+        # while the demand still exceeds the size before it
+        gate = _sink_gate(obs, chain, config)
+        if gate is not None:
+            best, why = max(hard_lo, gate[0]), gate[1]
+            return out(best, SINK_BOUND, f"sink_bound: {why}: PostgreSQL is the bottleneck; "
+                       f"back to {best} (best size seen), no scale-up for "
+                       f"{config.sink_hold_s:g}s")
+
     if wanted > n:
         gates = [r for r in changes if r.code == SINK_BOUND]
         if gates and now - gates[-1].at < config.sink_hold_s:
             return out(n, SINK_HOLD, f"hold {n}: sink_bound {now - gates[-1].at:.0f}s ago, "
                        f"holding for sink_hold_s {config.sink_hold_s:g}s (wanted {wanted}; "
                        f"{figures})")
-        chain = _up_chain(history, n)
         gate = _sink_gate(obs, chain, config) if chain else None
         if gate is not None:
             best, why = max(hard_lo, gate[0]), gate[1]

@@ -415,6 +415,8 @@ class Coordinator:
                 return
         if self.autoscaler is None or not self.autoscaler.due():
             return
+        if self.settings.until == "drained" and any(slot.done for slot in self.slots):
+            return  # finishing: workers end as their partitions drain, none is missing
         live = [slot for slot in self.slots if not slot.done and not slot.retiring]
         owned = {p for slot in live if slot.restart_at is None and slot.run_ref is not None
                  for p in slot.partitions}
