@@ -20,7 +20,7 @@ def test_a_backlog_scales_out_and_the_quiet_window_scales_back_in(
     run = start(["run", *over, "topology.workers=1", "progress_interval_s=0.5",
                  "topology.autoscale.enabled=true", "topology.autoscale.min_workers=1",
                  "topology.autoscale.max_workers=4", "topology.autoscale.interval_s=2",
-                 "topology.autoscale.stabilise_s=2", "topology.autoscale.catch_up_s=1",
+                 "topology.autoscale.stabilise_s=5", "topology.autoscale.catch_up_s=1",
                  "topology.autoscale.scale_down_window_s=6"])  # until=forever
     seen: list[dict[str, Any]] = []
     try:

@@ -144,7 +144,7 @@ class AutoscaleConfig:
     # sink gate: a scale-up must raise the committed rate by this share ...
     sink_min_gain: float = 0.1
     # ... and must not multiply commit p95 by this factor while the rate per worker falls;
-    # else back to the best size seen (PostgreSQL is the bottleneck)
+    # else back to the best size seen (PostgreSQL, or shared CPU, is the bottleneck)
     sink_latency_factor: float = 2.0
     # after the sink gate, no scale-up for this long
     sink_hold_s: float = 900.0

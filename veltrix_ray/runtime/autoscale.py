@@ -180,6 +180,12 @@ def decide(obs: Observation, history: Sequence[Record], config: AutoscaleConfig,
     def out(target: int, code: str, reason: str) -> Decision:
         return Decision(target, code, reason, wanted)
 
+    def gated(best: int, why: str) -> Decision:
+        best = max(hard_lo, best)
+        return out(best, SINK_BOUND, f"sink_bound: {why}: scaling out does not pay off "
+                   "(PostgreSQL, or CPU the workers share, is the bottleneck); back to "
+                   f"{best} (best size seen), no scale-up for {config.sink_hold_s:g}s")
+
     if not hard_lo <= n <= hard_hi:
         target = min(hard_hi, max(hard_lo, n))
         return out(target, BOUNDS, f"{n} workers is outside [{hard_lo}, {hard_hi}] "
@@ -197,10 +203,7 @@ def decide(obs: Observation, history: Sequence[Record], config: AutoscaleConfig,
         # while the demand still exceeds the size before it
         gate = _sink_gate(obs, chain, config)
         if gate is not None:
-            best, why = max(hard_lo, gate[0]), gate[1]
-            return out(best, SINK_BOUND, f"sink_bound: {why}: PostgreSQL is the bottleneck; "
-                       f"back to {best} (best size seen), no scale-up for "
-                       f"{config.sink_hold_s:g}s")
+            return gated(*gate)
 
     if wanted > n:
         gates = [r for r in changes if r.code == SINK_BOUND]
@@ -210,10 +213,7 @@ def decide(obs: Observation, history: Sequence[Record], config: AutoscaleConfig,
                        f"{figures})")
         gate = _sink_gate(obs, chain, config) if chain else None
         if gate is not None:
-            best, why = max(hard_lo, gate[0]), gate[1]
-            return out(best, SINK_BOUND, f"sink_bound: {why}: PostgreSQL is the bottleneck; "
-                       f"back to {best} (best size seen), no scale-up for "
-                       f"{config.sink_hold_s:g}s")
+            return gated(*gate)
         cap = min(hard_hi, max(math.ceil(n * config.max_step_factor), n + config.max_step_add))
         target = min(wanted, useful(parts, cap))
         if target <= n:
