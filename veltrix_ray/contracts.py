@@ -175,6 +175,10 @@ class OffsetSink(Protocol):
         database rejects for a data reason are dead-lettered in the same transaction and
         returned; the rest commits."""
 
+    def add_columns(self, fields: Sequence[pa.Field]) -> None:
+        """Schema evolution: add these (nullable) columns to the target if it lacks them, in a
+        short transaction of their own, before the batch that first holds them."""
+
     def totals(self) -> dict[int, Totals]: ...
 
     def blockers(self) -> str | None:

@@ -94,6 +94,9 @@ class FakeSink:
     def setup(self, schema: pa.Schema) -> None:
         pass
 
+    def add_columns(self, fields: Sequence[pa.Field]) -> None:
+        self.added = [*getattr(self, "added", []), *(f.name for f in fields)]
+
     def claim(self, partitions: Sequence[int]) -> dict[int, Claim]:
         out = {}
         for p in partitions:

@@ -30,6 +30,9 @@ class Decoded:
     # fetch positions of tombstones (records with a null value): not events, so neither rows
     # nor dead letters; their offsets are consumed all the same
     skipped: list[int] = field(default_factory=list)
+    # partitions whose records cannot be decoded at all (a writer schema the columns cannot
+    # follow) -> why: they stop, and nothing of theirs in this fetch commits
+    stopped: dict[int, str] = field(default_factory=dict)
 
 
 class Decoder:
@@ -187,6 +190,9 @@ class Decoder:
             if col.type == "json":
                 data = [None if v is None or (b := bytes(v)) == b"null" else b for v in data]
                 arrays.append(pa.array(data, pa.binary()).cast(pa.string()))
+            elif col.type == "decimal":
+                arrays.append(pa.array([None if v is None else str(v) for v in data],
+                                       pa.string()))
             else:
                 arrays.append(pa.array(data, self.schema.field(col.name).type))
         if good is None:

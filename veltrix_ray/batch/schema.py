@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -25,9 +26,15 @@ TYPES: dict[str, tuple[pa.DataType, Any]] = {
     "date": (pa.date32(), dt.date),
     # kept as JSON text (jsonb in PostgreSQL), whatever JSON value it holds
     "json": (pa.string(), msgspec.Raw),
+    "bytes": (pa.binary(), bytes),  # bytea; in JSON, base64 text
+    "uuid": (pa.string(), str),  # uuid, as its text
+    "decimal": (pa.string(), decimal.Decimal),  # numeric, as its exact text
 }
 
 JSON_FIELD = b"veltrix.json"
+# the PostgreSQL type of a string column that is not text (uuid, numeric)
+PG_TYPE_FIELD = b"veltrix.pgtype"
+_PG_TYPES = {"uuid": b"uuid", "decimal": b"numeric"}
 
 
 @dataclass(frozen=True)
@@ -55,12 +62,14 @@ def columns_from_config(items: Sequence[Any]) -> list[Column]:
     return cols
 
 
+def arrow_field(c: Column) -> pa.Field:
+    meta = ({JSON_FIELD: b"1"} if c.type == "json" else
+            {PG_TYPE_FIELD: _PG_TYPES[c.type]} if c.type in _PG_TYPES else None)
+    return pa.field(c.name, TYPES[c.type][0], nullable=c.nullable, metadata=meta)
+
+
 def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
-    return pa.schema([
-        pa.field(c.name, TYPES[c.type][0], nullable=c.nullable,
-                 metadata={JSON_FIELD: b"1"} if c.type == "json" else None)
-        for c in columns
-    ])
+    return pa.schema([arrow_field(c) for c in columns])
 
 
 def decoding_type(columns: Sequence[Column], *,

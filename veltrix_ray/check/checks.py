@@ -48,18 +48,60 @@ Area = tuple[list[Finding], str | None]
 
 def run_checks(settings: VeltrixConfig) -> list[Finding]:
     """Static findings, then one problem list and one `ok` line per area that has no error."""
+    registry = _registry(settings)  # first: avro/protobuf columns may come from it
     findings = static_findings(settings)
     oks: list[Finding] = []
     if not _errors(findings):
         oks.append(Finding("ok", "config", "types and values are valid"))
     partitions, kafka = _kafka(settings)
-    areas = {"kafka": kafka, "postgres": _postgres(settings), "ray": _ray(settings, partitions),
+    areas = {"schema_registry": registry} if registry is not None else {}
+    areas |= {"kafka": kafka, "postgres": _postgres(settings), "ray": _ray(settings, partitions),
              "memory": _memory(settings), "dead_letters": _dead_letters(settings)}
     for area, (problems, ok) in areas.items():
         findings += problems
         if ok is not None and not _errors(problems):
             oks.append(Finding("ok", area, ok))
     return [replace(f, message=mask_text(f.message)) for f in findings + oks]
+
+
+def _registry(s: VeltrixConfig) -> Area | None:
+    """Reachable, the value subject exists, its latest version fits the columns (and, with no
+    pipeline.columns, gives them)."""
+    from veltrix_ray.batch.registry import REGISTRY_FORMATS, RegistryDecoder, Writer
+    from veltrix_ray.batch.schema import columns_from_config
+    from veltrix_ray.registry.client import RegistryClient, RegistryError
+    from veltrix_ray.runtime.schemas import resolve_columns
+
+    p = s.pipeline
+    if p.format not in REGISTRY_FORMATS or not s.schema_registry.url:
+        return None  # not a registry format, or static_findings names the missing URL
+    given = bool(p.columns)
+    try:
+        resolve_columns(s)
+    except ConfigError as exc:
+        key = "schema_registry.url" if "cannot be reached" in str(exc) else "pipeline.columns"
+        return [Finding("error", key, str(exc))], None
+    subject = f"{s.kafka.topic}-value"
+    try:
+        latest = RegistryClient.from_config(s.schema_registry).latest(subject)
+    except RegistryError as exc:
+        return [Finding("error", "kafka.topic", f"the registry has no subject {subject} "
+                        f"({exc}): register the topic's value schema first")], None
+    except Exception as exc:
+        return [Finding("error", "schema_registry.url", str(exc))], None
+    writer = Writer(latest.schema.id, latest.schema.schema_type, latest.schema.text,
+                    subject=subject, version=latest.version)
+    if given and latest.schema.schema_type == p.format.upper():
+        decoder = RegistryDecoder(columns_from_config(p.columns), p.format, s.kafka.topic)
+        why = decoder.admit(writer)
+        if why is not None:
+            return [Finding("error", "pipeline.columns", why)], None
+    if latest.schema.schema_type != p.format.upper():
+        return [Finding("error", "pipeline.format",
+                        f"{p.format}, but {subject}'s latest version is "
+                        f"{latest.schema.schema_type}")], None
+    return [], (f"{subject} {writer.where()} ({latest.schema.schema_type}): "
+                f"{len(p.columns)} column(s)" + ("" if given else " taken from it"))
 
 
 def _errors(findings: list[Finding]) -> bool:

@@ -75,7 +75,7 @@ class PostgresConfig:
 @dataclass
 class ColumnConfig:
     name: str = MISSING
-    # int64 | float64 | string | bool | timestamp | date | json
+    # int64 | float64 | string | bool | timestamp | date | json | bytes | uuid | decimal
     type: str = MISSING
     nullable: bool = True
 
@@ -95,6 +95,15 @@ class PipelineConfig:
     table: str = MISSING
     # append | upsert
     mode: str = "append"
+    # the record values: json | avro | protobuf (avro and protobuf: Confluent wire format, schemas
+    # from schema_registry; pipeline.columns then optional: derived from <topic>-value's latest)
+    format: str = "json"
+    # the record keys: none (kept as bytes in _kafka_key) | string | json | avro | protobuf;
+    # a decoded key's fields become columns (a scalar key: the column named by pipeline.key)
+    key_format: str = "none"
+    # none: fields a table lacks are not written | add_columns: a new nullable or defaulted
+    # field becomes a column (ALTER TABLE ... ADD COLUMN) before the batch that first holds it
+    schema_evolution: str = "none"
     key: list[str] = field(default_factory=list)
     columns: list[ColumnConfig] = field(default_factory=list)
     # Hydra `_target_` nodes: callables RecordBatch -> RecordBatch (or factories of them)
@@ -103,6 +112,18 @@ class PipelineConfig:
     on_transform_error: str = "dead_letter"
     max_record_bytes: int = 131_072
     dead_letters: DeadLetterConfig = field(default_factory=DeadLetterConfig)
+
+
+@dataclass
+class SchemaRegistryConfig:
+    """A Confluent-API schema registry (pipeline.format avro | protobuf)."""
+
+    # e.g. http://127.0.0.1:18081/apis/ccompat/v7 (the local stack's; `local env` exports it)
+    url: str | None = "${oc.env:VELTRIX_SCHEMA_REGISTRY_URL,null}"
+    # basic auth: from the environment only
+    username: str | None = "${oc.env:VELTRIX_SCHEMA_REGISTRY_USERNAME,null}"
+    password: str | None = "${oc.env:VELTRIX_SCHEMA_REGISTRY_PASSWORD,null}"
+    timeout_s: float = 10.0
 
 
 @dataclass
@@ -194,6 +215,7 @@ class VeltrixConfig:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    schema_registry: SchemaRegistryConfig = field(default_factory=SchemaRegistryConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     # forever | drained

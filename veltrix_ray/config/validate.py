@@ -113,6 +113,39 @@ def autoscale_findings(t: TopologyConfig) -> list[Finding]:
     return f
 
 
+REGISTRY_FORMATS = ("avro", "protobuf")
+
+
+def format_findings(s: VeltrixConfig) -> list[Finding]:
+    p = s.pipeline
+    f: list[Finding] = []
+    _choice(f, "pipeline.format", p.format, ("json", *REGISTRY_FORMATS))
+    _choice(f, "pipeline.key_format", p.key_format,
+            ("none", "string", "json", *REGISTRY_FORMATS))
+    _choice(f, "pipeline.schema_evolution", p.schema_evolution, ("none", "add_columns"))
+    registry = [k for k, v in (("pipeline.format", p.format), ("pipeline.key_format",
+                                                                  p.key_format))
+                if v in REGISTRY_FORMATS]
+    if registry and not s.schema_registry.url:
+        f.append(Finding("error", "schema_registry.url",
+                         f"{registry[0]}={getattr(p, registry[0].split('.')[1])} reads "
+                         "schemas from a Confluent-API registry: set schema_registry.url (or "
+                         "$VELTRIX_SCHEMA_REGISTRY_URL; `veltrix-ray local env` exports the "
+                         "local stack's)"))
+    if not p.columns and p.format not in REGISTRY_FORMATS:
+        f.append(Finding("error", "pipeline.columns",
+                         f"is empty: list the event's fields with their types (pipeline.format="
+                         f"{p.format} carries no schema; avro and protobuf take it from the "
+                         "registry)"))
+    if p.schema_evolution == "add_columns" and p.format not in REGISTRY_FORMATS:
+        f.append(Finding("warning", "pipeline.schema_evolution",
+                         "add_columns follows a registry's schemas: it has no effect with "
+                         f"pipeline.format={p.format}"))
+    if s.schema_registry.timeout_s <= 0:
+        f.append(Finding("error", "schema_registry.timeout_s", "must be > 0"))
+    return f
+
+
 def static_findings(s: VeltrixConfig) -> list[Finding]:
     from veltrix_ray.contracts import written
     from veltrix_ray.transform import output_schema
@@ -177,6 +210,9 @@ def static_findings(s: VeltrixConfig) -> list[Finding]:
             check()
         except ConfigError as exc:
             f.append(Finding("error", key, str(exc)))
+    f += format_findings(s)
+    if not s.pipeline.columns:
+        return f  # avro/protobuf: the columns come from the registry at launch (checked then)
     try:
         schema = written(output_schema(s))
     except ConfigError as exc:

@@ -16,6 +16,8 @@ from typing import Any
 import pyarrow as pa
 
 from veltrix_ray.batch import Decoder, columns_from_config
+from veltrix_ray.batch.registry import REGISTRY_FORMATS, RegistryDecoder, Writer
+from veltrix_ray.batch.schema import arrow_field
 from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.contracts import (
     Advance,
@@ -54,7 +56,8 @@ class WorkerLoop:
                  budget: Budget, output_schema: pa.Schema, source: PartitionSource,
                  sink: OffsetSink, stopped: Mapping[int, str] | None = None,
                  watchdog: Watchdog | None = None,
-                 on_commit: Callable[[Committed[Any]], None] | None = None) -> None:
+                 on_commit: Callable[[Committed[Any]], None] | None = None,
+                 schemas: Callable[[int], Writer | None] | None = None) -> None:
         s = settings
         self.settings = settings
         self.name = name
@@ -66,7 +69,19 @@ class WorkerLoop:
         for p, why in (stopped or {}).items():  # stopped earlier in this run: stays stopped
             if p in self.states:
                 self.states[p].stopped = why
-        decoder = Decoder(columns_from_config(s.pipeline.columns), s.pipeline.max_record_bytes)
+        columns = columns_from_config(s.pipeline.columns)
+        decoder: Decoder | RegistryDecoder
+        if s.pipeline.format in REGISTRY_FORMATS:
+            decoder = RegistryDecoder(columns, s.pipeline.format, s.kafka.topic,
+                                      evolution=s.pipeline.schema_evolution,
+                                      max_record_bytes=s.pipeline.max_record_bytes)
+            if schemas is None:
+                from veltrix_ray.runtime.schemas import RegistrySchemas
+                schemas = RegistrySchemas(s)
+        else:
+            decoder = Decoder(columns, s.pipeline.max_record_bytes)
+        self.registry = decoder if isinstance(decoder, RegistryDecoder) else None
+        self.schemas = schemas
         self.step = Step(name, decoder, build_chain(s.pipeline.transforms), output_schema,
                          s.pipeline.on_transform_error)
         self.committer: Committer[_Booked] = Committer(sink, name)
@@ -153,6 +168,8 @@ class WorkerLoop:
             self.first_data_at = time.time()
         self.held_bytes += fetched.nbytes
         self._size_batches(fetched)
+        if self.registry is not None:
+            await self._learn_schemas(fetched, self.registry)
         started = time.perf_counter()
         result = self.step(fetched, self.states)
         self.busy.add(time.perf_counter() - started)
@@ -167,6 +184,58 @@ class WorkerLoop:
         records = {a.partition: fetched.spans[a.partition][1] for a in result.write.advances}
         await self._submit(result.write, _Booked(fetched.nbytes, result.rows, result.dead,
                                                  records, dict(reasons)))
+
+    # -- registry formats: writer schemas, fetched once per id -----------------------------------
+
+    async def _learn_schemas(self, fetched: Fetched, decoder: RegistryDecoder) -> None:
+        for sid in decoder.missing(fetched):
+            writer = await self._writer(sid, fetched)
+            if writer is None:
+                log.warning("%s: schema id %d is not in the registry: its records are dead "
+                            "letters", self.name, sid)
+                decoder.unknown(sid)
+                continue
+            plan = decoder.plan(writer)
+            if plan.refused is not None:
+                decoder.refuse(writer, plan.refused)
+                continue
+            if plan.add:  # schema evolution: the columns exist before the batch that holds them
+                await asyncio.to_thread(self.sink.add_columns, [arrow_field(c) for c in plan.add])
+                decoder.extend(plan.add)
+                self._reshape(decoder)
+            decoder.admit(writer)
+
+    async def _writer(self, sid: int, fetched: Fetched) -> Writer | None:
+        """The writer schema `sid`; while the registry cannot be reached, wait (the records
+        wait with it: nothing is dead-lettered for an outage)."""
+        from veltrix_ray.registry.client import RegistryUnavailable
+        assert self.schemas is not None
+        delay, waited, said = 0.2, 0.0, -30.0
+        while True:
+            try:
+                return await asyncio.to_thread(self.schemas, sid)
+            except RegistryUnavailable as exc:
+                if waited - said >= 30:  # say it now and then, not at every try
+                    where = ", ".join(f"{p}@{fetched.offsets[first]}"
+                                      for p, (first, _) in fetched.spans.items())
+                    log.warning("%s: waiting for the schema registry to fetch schema id %d "
+                                "(partitions@offsets %s wait; nothing is dead-lettered): %s. "
+                                "Check that it runs (schema_registry.url)", self.name, sid,
+                                where, exc)
+                    said = waited
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 5.0)
+                if self.stopping:
+                    raise
+
+    def _reshape(self, decoder: RegistryDecoder) -> None:
+        """The transform chain's output once the decoder has more columns."""
+        from veltrix_ray.batch.schema import METADATA
+        empty = pa.RecordBatch.from_pylist([], schema=pa.unify_schemas([decoder.schema,
+                                                                         METADATA]))
+        self.output_schema = self.step.chain(empty).schema
+        self.step.output_schema = self.output_schema
 
     # -- the memory budget: degrade before failing -----------------------------------------------
 

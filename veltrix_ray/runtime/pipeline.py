@@ -134,6 +134,8 @@ class Pipeline:
         if cfg is None:
             cfg = load_config(overrides)
         self.settings = to_settings(cfg) if isinstance(cfg, DictConfig) else cfg
+        from veltrix_ray.runtime.schemas import resolve_columns
+        resolve_columns(self.settings)  # avro/protobuf without pipeline.columns: the registry's
         validate(self.settings)
         self._coordinator: Any = None
 

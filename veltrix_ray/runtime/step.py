@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from veltrix_ray.batch import Decoder
+from veltrix_ray.batch.registry import RegistryDecoder
 from veltrix_ray.contracts import Advance, DeadLetter, Fetched, Reason, WriteBatch
 from veltrix_ray.errors import TransformError
 from veltrix_ray.runtime.state import PartitionState
@@ -29,8 +30,8 @@ class StepResult:
 
 
 class Step:
-    def __init__(self, worker: str, decoder: Decoder, chain: Chain, output_schema: pa.Schema,
-                 on_transform_error: str = "dead_letter") -> None:
+    def __init__(self, worker: str, decoder: Decoder | RegistryDecoder, chain: Chain,
+                 output_schema: pa.Schema, on_transform_error: str = "dead_letter") -> None:
         self.worker = worker
         self.decoder = decoder
         self.chain = chain
@@ -43,6 +44,9 @@ class Step:
         rows, moved = self._transform(fetched, decoded.batch, good)
         bad = decoded.bad + moved
         stopped = self._limits(fetched, bad, states)
+        for p, why in decoded.stopped.items():
+            stopped[p] = f"{self.worker}: {why}"
+            log.error(stopped[p])
         if stopped:  # nothing of a stopped partition commits: redo the batch without it
             keep = pc.invert(pc.is_in(decoded.batch.column("_kafka_partition"),
                                       value_set=pa.array(sorted(stopped), pa.int32())))

@@ -73,6 +73,8 @@ def _column(arrow: pa.DataType, pg: str) -> _Column | None:
             return _Column(lambda f: builder.new_with_output(f, Jsonb()))
         if pg == "uuid":
             return _Column(enc.FixedSizeBinaryEncoderBuilder, _uuid)
+        if pg == "numeric":
+            return _Column(enc.BinaryEncoderBuilder, _numeric_of_text)
         return None
     if pg in _INTS:
         exact, builder, wider = _INTS[pg]
@@ -153,6 +155,15 @@ def _numeric_from_text(col: Array) -> Array:
     """Floats into numeric: the decimal text CSV wrote (Arrow's cast), as numeric_in reads it."""
     text = pc.cast(col, pa.string()).to_pylist()
     return pa.array([None if t is None else numeric_bytes(t) for t in text], pa.binary())
+
+
+def _numeric_of_text(col: Array) -> Array:
+    """Decimal text (a registry's decimal) into numeric; NotEncodable if one is not a number."""
+    try:
+        return pa.array([None if t is None else numeric_bytes(t) for t in col.to_pylist()],
+                        pa.binary())
+    except (decimal.InvalidOperation, ValueError) as exc:
+        raise NotEncodable(f"a value is not a number: {exc}") from exc
 
 
 @dataclass(frozen=True)

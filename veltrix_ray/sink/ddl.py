@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 
-from veltrix_ray.batch.schema import JSON_FIELD
+from veltrix_ray.batch.schema import JSON_FIELD, PG_TYPE_FIELD
 from veltrix_ray.errors import ConfigError
 from veltrix_ray.sink.binary import _column as binary_column
 from veltrix_ray.sink.introspect import Column
@@ -28,6 +28,8 @@ _PG: list[tuple[pa.DataType, str, set[str]]] = [
 def pg_type(field: pa.Field) -> str:
     if field.metadata and field.metadata.get(JSON_FIELD):
         return "jsonb"
+    if field.metadata and field.metadata.get(PG_TYPE_FIELD):
+        return field.metadata[PG_TYPE_FIELD].decode()
     if pa.types.is_timestamp(field.type):
         return "timestamp with time zone"
     for arrow, pg, _ in _PG:

@@ -7,6 +7,7 @@ dead letters, introspect (what an existing table looks like), ddl (types)."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +27,9 @@ from veltrix_ray.sink.offsets import OFFSETS, Offsets
 from veltrix_ray.sink.rows import Prepared, Rejected, RowWriter, describe, is_data_error
 
 __all__ = ["PostgresSink", "make_sink", "written"]
+
+
+log = logging.getLogger(__name__)
 
 
 class _RowsRejected(Exception):
@@ -126,6 +130,21 @@ class PostgresSink:
                 self.rows.inspect(cur, schema)
 
         self.db.retrying(f"setting up {self.table_name}", run)
+
+    def add_columns(self, fields: Sequence[pa.Field]) -> None:
+        """ALTER TABLE ... ADD COLUMN IF NOT EXISTS, alone in its transaction: waits at most
+        postgres.lock_timeout_s for the table's lock (retried), then holds it for a moment."""
+        adds = [sql.SQL("ADD COLUMN IF NOT EXISTS {} {}").format(
+            sql.Identifier(f.name), sql.SQL(pg_type(f))) for f in fields]
+
+        def run(conn: psycopg.Connection) -> None:
+            with transaction(conn) as cur:
+                cur.execute(sql.SQL("ALTER TABLE {} {}").format(self._target,
+                                                                sql.SQL(", ").join(adds)))
+                self.rows.inspect(cur)
+        names = ", ".join(f.name for f in fields)
+        self.db.retrying(f"adding column(s) {names} to {self.table_name}", run)
+        log.warning("schema evolution: %s now has column(s) %s", self.table_name, names)
 
     # -- ownership --------------------------------------------------------------------------
 
