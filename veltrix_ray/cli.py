@@ -17,11 +17,13 @@ def _local(args: argparse.Namespace) -> int:
     stack = LocalStack(Path(args.state_dir) if args.state_dir else None)
     if args.action == "up":
         status = stack.up(kafka_port=args.kafka_port, postgres_port=args.postgres_port,
-                          timeout=args.timeout, with_prometheus=args.with_prometheus,
+                          registry_port=args.registry_port, timeout=args.timeout,
+                          with_prometheus=args.with_prometheus,
                           prometheus_port=args.prometheus_port, metrics_port=args.metrics_port,
                           with_ray=not args.no_ray)
         print(f"kafka     {status.bootstrap}  (pid {status.kafka_pid})")
         print(f"postgres  {status.dsn}  (pid {status.postgres_pid})")
+        print(f"schema_registry {status.registry_url}  (pid {status.registry_pid})")
         if status.prometheus_url:
             print(f"prometheus {status.prometheus_url}  (pid {status.prometheus_pid}), scraping "
                   f"local runs' metrics on 127.0.0.1:{status.metrics_port} "
@@ -38,14 +40,15 @@ def _local(args: argparse.Namespace) -> int:
     elif args.action == "status":
         status = stack.status()
         services = [("kafka", status.kafka_pid, status.bootstrap),
-                    ("postgres", status.postgres_pid, status.dsn)]
+                    ("postgres", status.postgres_pid, status.dsn),
+                    ("schema_registry", status.registry_pid, status.registry_url)]
         if status.prometheus_pid:
             services.append(("prometheus", status.prometheus_pid, status.prometheus_url))
         if status.ray_pid:
             services.append(("ray", status.ray_pid, status.ray_address))
         for name, pid, where in services:
             state = f"running (pid {pid})" if pid else "stopped"
-            print(f"{name:9} {state:22} {where or ''}")
+            print(f"{name:15} {state:22} {where or ''}")
         return 0 if status.running else 3
     elif args.action == "env":
         for key, value in stack.env().items():
@@ -247,11 +250,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     local = sub.add_parser("local", help="the embedded local stack (Kafka KRaft + PostgreSQL"
-                           " + a Ray head, optionally Prometheus)")
+                           " + a schema registry + a Ray head, optionally Prometheus)")
     local.add_argument("action", choices=["up", "down", "status", "env"])
     local.add_argument("--state-dir", help="default: $VELTRIX_STATE_DIR or ./.veltrix/local")
     local.add_argument("--kafka-port", type=int, help="default 19092, or any free port")
     local.add_argument("--postgres-port", type=int, help="default 15432, or any free port")
+    local.add_argument("--registry-port", type=int,
+                       help="the schema registry's (Apicurio): default 18081, or any free port")
     local.add_argument("--timeout", type=float, default=90.0,
                        help="seconds to wait for each service to become ready")
     local.add_argument("--wipe", action="store_true", help="down: also delete data and logs")

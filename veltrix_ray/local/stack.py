@@ -1,5 +1,5 @@
-"""The local stack: one Kafka broker and one PostgreSQL (and, on request, a Ray head and a
-Prometheus), with state under one directory."""
+"""The local stack: one Kafka broker, one PostgreSQL and a schema registry (and, on request, a
+Ray head and a Prometheus), with state under one directory."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from veltrix_ray.local.kafka import KafkaBroker
 from veltrix_ray.local.postgres import LocalPostgres
 from veltrix_ray.local.prometheus import ALERTS, LocalPrometheus
 from veltrix_ray.local.ray_head import ADDRESS_ENV, RayHead, temp_dir_for
+from veltrix_ray.local.registry import LocalRegistry
 
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_POSTGRES_PORT = 15432
+DEFAULT_REGISTRY_PORT = 18081
 DEFAULT_PROMETHEUS_PORT = 19090
 DEFAULT_METRICS_PORT = 19100  # the Ray metrics export a local run uses when Prometheus is up
 
@@ -38,6 +40,8 @@ class StackStatus:
     metrics_port: int | None = None  # what the local Prometheus scrapes
     ray_pid: int | None = None
     ray_address: str | None = None  # the stack's Ray head, which local runs attach to
+    registry_pid: int | None = None
+    registry_url: str | None = None  # the Confluent API's base URL
 
     @property
     def running(self) -> bool:
@@ -64,6 +68,9 @@ class LocalStack:
     def _postgres(self, ports: dict[str, Any]) -> LocalPostgres:
         return LocalPostgres(self.state_dir / "postgres", ports["postgres_port"])
 
+    def _registry(self, ports: dict[str, Any]) -> LocalRegistry:
+        return LocalRegistry(self.state_dir / "registry", ports["registry_port"])
+
     def _prometheus(self, ports: dict[str, Any]) -> LocalPrometheus:
         return LocalPrometheus(self.state_dir / "prometheus", ports["prometheus_port"],
                                [f"{procs.HOST}:{ports['metrics_port']}"],
@@ -84,6 +91,10 @@ class LocalStack:
             return StackStatus(None, None, None, None)
         kafka, pg = self._kafka(ports), self._postgres(ports)
         status = StackStatus(kafka.pid(), pg.pid(), kafka.bootstrap, pg.dsn)
+        if "registry_port" in ports:
+            status.registry_pid = self._registry(ports).pid()
+            if status.registry_pid is not None:
+                status.registry_url = self._registry(ports).url
         if "prometheus_port" in ports:
             prom = self._prometheus(ports)
             status.prometheus_pid = prom.pid()
@@ -104,7 +115,7 @@ class LocalStack:
         return self._prometheus(ports)
 
     def up(self, *, kafka_port: int | None = None, postgres_port: int | None = None,
-           timeout: float = 90.0, with_prometheus: bool = False,
+           registry_port: int | None = None, timeout: float = 90.0, with_prometheus: bool = False,
            prometheus_port: int | None = None, metrics_port: int | None = None,
            with_ray: bool = False) -> StackStatus:
         """with_ray: also a Ray head for local runs to attach to (`local up` asks for it)."""
@@ -131,6 +142,15 @@ class LocalStack:
             ports["postgres_port"] = procs.choose_port(
                 postgres_port, ports.get("postgres_port", DEFAULT_POSTGRES_PORT),
                 "--postgres-port", "PostgreSQL")
+        registry_running = "registry_port" in ports and self._registry(ports).pid() is not None
+        if registry_running and registry_port not in (None, ports["registry_port"]):
+            raise StackError(f"The local schema registry already runs on port "
+                             f"{ports['registry_port']}; run `veltrix-ray local down` first to "
+                             f"move it to --registry-port {registry_port}.")
+        if not registry_running:
+            ports["registry_port"] = procs.choose_port(
+                registry_port, ports.get("registry_port", DEFAULT_REGISTRY_PORT),
+                "--registry-port", "Schema registry")
         prom_running = "prometheus_port" in ports and self._prometheus(ports).pid() is not None
         if with_prometheus and prom_running and (
                 prometheus_port not in (None, ports["prometheus_port"])
@@ -158,10 +178,14 @@ class LocalStack:
             if "metrics_port" in ports:  # the local Prometheus scrapes the head's export
                 ports["ray_metrics_port"] = ports["metrics_port"]
         self.state_file.write_text(json.dumps(ports, indent=2))
+        # the registry's JVM boots while PostgreSQL and Kafka start
+        registry_pid = None if registry_running else self._registry(ports).launch()
         if not pg_running:
             self._postgres(ports).start(timeout=timeout)
         if not kafka_running:
             self._kafka(ports).start(timeout=timeout)
+        if registry_pid is not None:
+            self._registry(ports).wait(registry_pid, timeout=timeout)
         if with_prometheus and not prom_running:
             self._prometheus(ports).start(timeout=timeout)
         if with_ray and not ray_running:
@@ -175,6 +199,8 @@ class LocalStack:
                 self._ray(ports).stop()
             if "prometheus_port" in ports:
                 self._prometheus(ports).stop()
+            if "registry_port" in ports:
+                self._registry(ports).stop()
             self._kafka(ports).stop()
             self._postgres(ports).stop()
         if wipe and self.state_dir.exists():
@@ -188,6 +214,8 @@ class LocalStack:
             raise StackError(f"The local stack in {self.state_dir} is not running; start it with "
                              "`veltrix-ray local up`.")
         env = {"VELTRIX_KAFKA_BOOTSTRAP": status.bootstrap, "VELTRIX_POSTGRES_DSN": status.dsn}
+        if status.registry_url is not None:
+            env["VELTRIX_SCHEMA_REGISTRY_URL"] = status.registry_url
         if status.prometheus_url is not None:
             # a local run exports its metrics where this Prometheus scrapes
             env.update(VELTRIX_METRICS_PORT=str(status.metrics_port),
@@ -196,6 +224,10 @@ class LocalStack:
             # local runs attach to this head (the stack in VELTRIX_STATE_DIR recorded it)
             env.update({ADDRESS_ENV: status.ray_address, "VELTRIX_STATE_DIR": str(self.state_dir)})
         return env
+
+    def registry(self) -> LocalRegistry:
+        """The schema registry of this stack (in memory: a restart forgets its schemas)."""
+        return self._registry(self._load())
 
     def postgres(self) -> LocalPostgres:
         """The PostgreSQL of this stack (tests restart it to check the sink's retries)."""
