@@ -13,6 +13,12 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _stop_label(error: str | None) -> str:
+    if not error:
+        return ""
+    return "stopped (writer schema)" if "schema id" in error else "stopped (dead-letter limit)"
+
+
 @dataclass
 class RunSummary:
     pipeline: str
@@ -67,7 +73,7 @@ class RunSummary:
 
     @property
     def stopped(self) -> list[int]:
-        """Partitions the dead-letter limit stopped."""
+        """Partitions stopped (the dead-letter limit, a writer schema the table cannot take)."""
         return sorted(p for p, i in self.partitions.items() if i["error"])
 
     def line(self) -> str:
@@ -90,7 +96,7 @@ class RunSummary:
             rate = i["rows"] / self.processing_s if self.processing_s else 0.0
             out.append(f"{p:>9} {str(i['worker']):>6} {str(committed):>12} {str(hw):>12} "
                        f"{lag:>9} {i['rows']:>10,} {i['dead_letters']:>8,} {rate:>9,.0f}  "
-                       f"{'stopped (dead-letter limit)' if i['error'] else ''}")
+                       f"{_stop_label(i['error'])}")
         for w in self.workers:
             out.append(f"worker {w['worker']}: peak RSS {w['peak_rss'] / 2**20:,.0f} MiB of "
                        f"{w['budget_bytes'] / 2**20:,.0f} MiB budget, {w['batches']} batches, "

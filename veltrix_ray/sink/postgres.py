@@ -49,8 +49,9 @@ class PostgresSink:
                  max_elapsed_s: float | None = None, initial_backoff_s: float = 0.2,
                  max_backoff_s: float = 5.0, lock_timeout_s: float = 0,
                  idle_in_transaction_timeout_s: float = 0,
-                 application_name: str = "veltrix-ray") -> None:
+                 application_name: str = "veltrix-ray", evolve: bool = False) -> None:
         self.dsn = dsn
+        self.evolve = evolve  # setup adds the nullable columns an existing target lacks
         self.db_schema = db_schema
         self.table = table
         self.pipeline = pipeline
@@ -107,6 +108,13 @@ class PostgresSink:
                 self.offsets.create(cur)
                 self.dead_letters.create(cur)
                 existing = columns(cur, self.db_schema, self.table)
+                missing = [f for f in cols if f.name not in existing and f.nullable]
+                if existing and self.evolve and missing:  # pipeline.schema_evolution
+                    cur.execute(sql.SQL("ALTER TABLE {} {}").format(
+                        self._target, sql.SQL(", ").join(_adds(missing))))
+                    log.warning("schema evolution: %s now has column(s) %s", self.table_name,
+                                ", ".join(f.name for f in missing))
+                    existing = columns(cur, self.db_schema, self.table)
                 if existing:
                     problems = incompatibilities(cols, self.table_name, existing)
                     if key and not has_unique_key(cur, self.db_schema, self.table, key):
@@ -134,8 +142,7 @@ class PostgresSink:
     def add_columns(self, fields: Sequence[pa.Field]) -> None:
         """ALTER TABLE ... ADD COLUMN IF NOT EXISTS, alone in its transaction: waits at most
         postgres.lock_timeout_s for the table's lock (retried), then holds it for a moment."""
-        adds = [sql.SQL("ADD COLUMN IF NOT EXISTS {} {}").format(
-            sql.Identifier(f.name), sql.SQL(pg_type(f))) for f in fields]
+        adds = _adds(fields)
 
         def run(conn: psycopg.Connection) -> None:
             with transaction(conn) as cur:
@@ -283,6 +290,12 @@ class PostgresSink:
         return letters
 
 
+def _adds(fields: Sequence[pa.Field]) -> list[sql.Composable]:
+    return [sql.SQL("ADD COLUMN IF NOT EXISTS {} {}").format(sql.Identifier(f.name),
+                                                               sql.SQL(pg_type(f)))
+            for f in fields]
+
+
 def _one_per_record(letters: list[DeadLetter]) -> list[DeadLetter]:
     """One dead letter per Kafka record (the first): a record that became several rejected
     rows is one entry, and one INSERT ... ON CONFLICT may not touch an entry twice."""
@@ -311,4 +324,5 @@ def make_sink(settings: VeltrixConfig, application_name: str) -> PostgresSink:
                         max_backoff_s=s.postgres.retry.max_backoff_s,
                         lock_timeout_s=s.postgres.lock_timeout_s,
                         idle_in_transaction_timeout_s=s.postgres.idle_in_transaction_timeout_s,
-                        application_name=application_name)
+                        application_name=application_name,
+                        evolve=s.pipeline.schema_evolution == "add_columns")
