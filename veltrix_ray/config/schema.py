@@ -78,6 +78,8 @@ class ColumnConfig:
     # int64 | float64 | string | bool | timestamp | date | json | bytes | uuid | decimal
     type: str = MISSING
     nullable: bool = True
+    # value | key: which side of the record the field is read from (key: pipeline.key_format)
+    source: str = "value"
 
 
 @dataclass

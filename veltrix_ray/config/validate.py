@@ -141,6 +141,16 @@ def format_findings(s: VeltrixConfig) -> list[Finding]:
         f.append(Finding("warning", "pipeline.schema_evolution",
                          "add_columns follows a registry's schemas: it has no effect with "
                          f"pipeline.format={p.format}"))
+    for i, c in enumerate(p.columns):
+        _choice(f, f"pipeline.columns[{i}].source", c.source, ("value", "key"))
+        if c.source == "key" and p.key_format == "none":
+            f.append(Finding("error", "pipeline.key_format",
+                             f"none, but column {c.name!r} is read from the key (source: key): "
+                             "set pipeline.key_format (string | json | avro | protobuf)"))
+    if p.key_format != "none" and p.columns and not any(c.source == "key" for c in p.columns):
+        f.append(Finding("warning", "pipeline.key_format",
+                         f"{p.key_format}, but no column has source: key: the key is decoded "
+                         "(a bad one is a dead letter) and not written"))
     if s.schema_registry.timeout_s <= 0:
         f.append(Finding("error", "schema_registry.timeout_s", "must be > 0"))
     return f

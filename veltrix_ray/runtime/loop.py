@@ -16,8 +16,15 @@ from typing import Any
 import pyarrow as pa
 
 from veltrix_ray.batch import Decoder, columns_from_config
-from veltrix_ray.batch.registry import REGISTRY_FORMATS, RegistryDecoder, Writer
-from veltrix_ray.batch.schema import arrow_field
+from veltrix_ray.batch.registry import (
+    REGISTRY_FORMATS,
+    KeyedDecoder,
+    RegistryDecoder,
+    TextKeys,
+    Writer,
+    keyed,
+)
+from veltrix_ray.batch.schema import Column, arrow_field
 from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.contracts import (
     Advance,
@@ -38,6 +45,41 @@ from veltrix_ray.transform import build_chain
 
 log = logging.getLogger(__name__)
 FIRST_FETCH_RECORDS = 10
+
+
+Registries = list[tuple[RegistryDecoder, Callable[[Fetched], Fetched]]]
+
+
+def make_decoder(s: VeltrixConfig) -> tuple[Decoder | RegistryDecoder | KeyedDecoder,
+                                             Registries]:
+    """The decoder pipeline.format and key_format ask for, and its registry-backed sides
+    (each with how it sees a fetch: values, or keys as values)."""
+    p = s.pipeline
+    value_cols = columns_from_config([c for c in p.columns if c.source != "key"])
+    key_cols = [Column(str(c.name), str(c.type), bool(c.nullable)) for c in p.columns
+                if c.source == "key"]
+    registries: Registries = []
+    values: Decoder | RegistryDecoder
+    if p.format in REGISTRY_FORMATS:
+        values = RegistryDecoder(value_cols, p.format, s.kafka.topic,
+                                 evolution=p.schema_evolution,
+                                 max_record_bytes=p.max_record_bytes)
+        registries.append((values, lambda f: f))
+    else:
+        values = Decoder(value_cols, p.max_record_bytes)
+    if p.key_format == "none":
+        return values, registries
+    keys: Decoder | RegistryDecoder | TextKeys
+    if p.key_format == "string":
+        keys = TextKeys(key_cols[0] if key_cols else Column(p.key[0] if p.key else "key",
+                                                            "string"))
+    elif p.key_format == "json":
+        keys = Decoder(columns_from_config(key_cols), p.max_record_bytes)
+    else:
+        keys = RegistryDecoder(key_cols, p.key_format, s.kafka.topic,
+                               max_record_bytes=p.max_record_bytes)
+        registries.append((keys, keyed))
+    return KeyedDecoder(values, keys), registries
 
 
 @dataclass
@@ -69,18 +111,10 @@ class WorkerLoop:
         for p, why in (stopped or {}).items():  # stopped earlier in this run: stays stopped
             if p in self.states:
                 self.states[p].stopped = why
-        columns = columns_from_config(s.pipeline.columns)
-        decoder: Decoder | RegistryDecoder
-        if s.pipeline.format in REGISTRY_FORMATS:
-            decoder = RegistryDecoder(columns, s.pipeline.format, s.kafka.topic,
-                                      evolution=s.pipeline.schema_evolution,
-                                      max_record_bytes=s.pipeline.max_record_bytes)
-            if schemas is None:
-                from veltrix_ray.runtime.schemas import RegistrySchemas
-                schemas = RegistrySchemas(s)
-        else:
-            decoder = Decoder(columns, s.pipeline.max_record_bytes)
-        self.registry = decoder if isinstance(decoder, RegistryDecoder) else None
+        decoder, self.registries = make_decoder(s)
+        if self.registries and schemas is None:
+            from veltrix_ray.runtime.schemas import RegistrySchemas
+            schemas = RegistrySchemas(s)
         self.schemas = schemas
         self.step = Step(name, decoder, build_chain(s.pipeline.transforms), output_schema,
                          s.pipeline.on_transform_error)
@@ -168,8 +202,8 @@ class WorkerLoop:
             self.first_data_at = time.time()
         self.held_bytes += fetched.nbytes
         self._size_batches(fetched)
-        if self.registry is not None:
-            await self._learn_schemas(fetched, self.registry)
+        for registry, view in self.registries:
+            await self._learn_schemas(view(fetched), registry)
         started = time.perf_counter()
         result = self.step(fetched, self.states)
         self.busy.add(time.perf_counter() - started)
@@ -202,7 +236,7 @@ class WorkerLoop:
             if plan.add:  # schema evolution: the columns exist before the batch that holds them
                 await asyncio.to_thread(self.sink.add_columns, [arrow_field(c) for c in plan.add])
                 decoder.extend(plan.add)
-                self._reshape(decoder)
+                self._reshape()
             decoder.admit(writer)
 
     async def _writer(self, sid: int, fetched: Fetched) -> Writer | None:
@@ -229,12 +263,11 @@ class WorkerLoop:
                 if self.stopping:
                     raise
 
-    def _reshape(self, decoder: RegistryDecoder) -> None:
+    def _reshape(self) -> None:
         """The transform chain's output once the decoder has more columns."""
         from veltrix_ray.batch.schema import METADATA
-        empty = pa.RecordBatch.from_pylist([], schema=pa.unify_schemas([decoder.schema,
-                                                                         METADATA]))
-        self.output_schema = self.step.chain(empty).schema
+        schema = pa.unify_schemas([self.step.decoder.schema, METADATA])
+        self.output_schema = self.step.chain(pa.RecordBatch.from_pylist([], schema=schema)).schema
         self.step.output_schema = self.output_schema
 
     # -- the memory budget: degrade before failing -----------------------------------------------

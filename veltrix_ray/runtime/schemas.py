@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from veltrix_ray.batch.registry import Writer
@@ -45,14 +46,28 @@ class RegistrySchemas:
 def resolve_columns(settings: VeltrixConfig) -> None:
     """For avro/protobuf without pipeline.columns: the columns of the value subject's latest
     version (TopicNameStrategy: <topic>-value). Fails before launch, naming what to fix."""
-    from veltrix_ray.batch.registry import REGISTRY_FORMATS, columns_of, writer_fields
+    from veltrix_ray.batch.registry import REGISTRY_FORMATS
+    from veltrix_ray.config.schema import ColumnConfig
+    p = settings.pipeline
+    if p.columns or not settings.schema_registry.url:
+        return
+    key = p.key if p.mode == "upsert" else ()
+    if p.format in REGISTRY_FORMATS:
+        p.columns = _columns(settings, "value", p.format, key)
+    if p.key_format in REGISTRY_FORMATS and p.columns:
+        have = {c.name for c in p.columns}
+        p.columns += [c for c in _columns(settings, "key", p.key_format, key)
+                      if c.name not in have]
+    elif p.key_format == "string" and p.columns:
+        p.columns.append(ColumnConfig(p.key[0] if p.key else "key", "string", False, "key"))
+
+
+def _columns(settings: VeltrixConfig, side: str, fmt: str, key: Sequence[str]) -> list[Any]:
+    from veltrix_ray.batch.registry import columns_of, writer_fields
     from veltrix_ray.config.schema import ColumnConfig
     from veltrix_ray.errors import ConfigError
     from veltrix_ray.registry.client import RegistryClient, RegistryError, RegistryUnavailable
-    p = settings.pipeline
-    if p.columns or p.format not in REGISTRY_FORMATS or not settings.schema_registry.url:
-        return
-    subject = f"{settings.kafka.topic}-value"
+    subject = f"{settings.kafka.topic}-{side}"
     client = RegistryClient.from_config(settings.schema_registry)
     try:
         latest = client.latest(subject)
@@ -65,14 +80,15 @@ def resolve_columns(settings: VeltrixConfig) -> None:
         raise ConfigError(
             f"pipeline.columns is empty, so the columns come from the registry's subject "
             f"{subject}, which it does not have ({exc}): register the topic's schema there "
-            f"(`veltrix-ray produce --format {p.format}` does), or list pipeline.columns"
+            f"(`veltrix-ray produce --format {fmt}` does), or list pipeline.columns"
         ) from exc
     schema = latest.schema
     writer = Writer(schema.id, schema.schema_type, schema.text, refs, subject, latest.version)
     try:
         fields = writer_fields(writer)
     except Exception as exc:
-        raise ConfigError(f"pipeline.format={p.format}: {writer.where()} cannot be read: "
+        which = "key_format" if side == "key" else "format"
+        raise ConfigError(f"pipeline.{which}={fmt}: {writer.where()} cannot be read: "
                           f"{type(exc).__name__}: {exc}") from exc
-    p.columns = [ColumnConfig(c.name, c.type, c.nullable)
-                 for c in columns_of(fields, p.key if p.mode == "upsert" else ())]
+    return [ColumnConfig(c.name, c.type, c.nullable, side)
+            for c in columns_of(fields, key)]

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from veltrix_ray.batch import Decoder
-from veltrix_ray.batch.registry import RegistryDecoder
+from veltrix_ray.batch.registry import KeyedDecoder, RegistryDecoder
 from veltrix_ray.contracts import Advance, DeadLetter, Fetched, Reason, WriteBatch
 from veltrix_ray.errors import TransformError
 from veltrix_ray.runtime.state import PartitionState
@@ -30,8 +30,9 @@ class StepResult:
 
 
 class Step:
-    def __init__(self, worker: str, decoder: Decoder | RegistryDecoder, chain: Chain,
-                 output_schema: pa.Schema, on_transform_error: str = "dead_letter") -> None:
+    def __init__(self, worker: str, decoder: Decoder | RegistryDecoder | KeyedDecoder,
+                 chain: Chain, output_schema: pa.Schema,
+                 on_transform_error: str = "dead_letter") -> None:
         self.worker = worker
         self.decoder = decoder
         self.chain = chain
