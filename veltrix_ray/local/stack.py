@@ -178,18 +178,18 @@ class LocalStack:
             if "metrics_port" in ports:  # the local Prometheus scrapes the head's export
                 ports["ray_metrics_port"] = ports["metrics_port"]
         self.state_file.write_text(json.dumps(ports, indent=2))
-        # the registry's JVM boots while PostgreSQL and Kafka start
+        # the registry's JVM boots while the other services start
         registry_pid = None if registry_running else self._registry(ports).launch()
         if not pg_running:
             self._postgres(ports).start(timeout=timeout)
         if not kafka_running:
             self._kafka(ports).start(timeout=timeout)
-        if registry_pid is not None:
-            self._registry(ports).wait(registry_pid, timeout=timeout)
         if with_prometheus and not prom_running:
             self._prometheus(ports).start(timeout=timeout)
         if with_ray and not ray_running:
             self._ray(ports).start(timeout=timeout)
+        if registry_pid is not None:
+            self._registry(ports).wait(registry_pid, timeout=timeout)
         return self.status()
 
     def down(self, *, wipe: bool = False) -> None:
