@@ -21,6 +21,7 @@ from psycopg import sql
 
 from veltrix_ray.errors import StackError
 from veltrix_ray.local import LocalStack
+from veltrix_ray.registry import RegistryClient
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Services:
     bootstrap: str
     dsn: str
     stack: LocalStack | None
+    registry_url: str | None = None  # the Confluent API's base URL
 
 
 def _dsn_for(dsn: str, dbname: str) -> str:
@@ -63,7 +65,7 @@ def services() -> Iterator[Services]:
     bootstrap = os.environ.get("VELTRIX_KAFKA_BOOTSTRAP")
     dsn = os.environ.get("VELTRIX_POSTGRES_DSN")
     if bootstrap and dsn:
-        yield Services(bootstrap, dsn, None)
+        yield Services(bootstrap, dsn, None, os.environ.get("VELTRIX_SCHEMA_REGISTRY_URL"))
         return
     with _service_dir() as path:
         yield from _own_stack(path)
@@ -75,11 +77,12 @@ def _own_stack(path: Path) -> Iterator[Services]:
         status = stack.up()
     except StackError as exc:
         stack.down()
-        pytest.fail(f"the local stack (Kafka + PostgreSQL) did not start: {exc}", pytrace=False)
-    assert status.bootstrap and status.dsn
+        pytest.fail(f"the local stack (Kafka + PostgreSQL + schema registry) did not start: {exc}",
+                    pytrace=False)
+    assert status.bootstrap and status.dsn and status.registry_url
     os.environ.update(stack.env())
     try:
-        yield Services(status.bootstrap, status.dsn, stack)
+        yield Services(status.bootstrap, status.dsn, stack, status.registry_url)
     finally:
         stack.down()
 
@@ -99,6 +102,16 @@ def pg_dsn(services: Services) -> Iterator[str]:
     with psycopg.connect(services.dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def registry(services: Services) -> RegistryClient:
+    """A client of the session's schema registry."""
+    if not services.registry_url:
+        pytest.fail("VELTRIX_KAFKA_BOOTSTRAP and VELTRIX_POSTGRES_DSN name the services, but "
+                    "VELTRIX_SCHEMA_REGISTRY_URL is not set: `veltrix-ray local env` exports it "
+                    "for a stack that runs the registry (restart an older one).", pytrace=False)
+    return RegistryClient(services.registry_url)
 
 
 @pytest.fixture
