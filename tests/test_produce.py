@@ -1,32 +1,45 @@
 """The synthetic producer against the real development Kafka: what it writes is exactly
-what generate() says, on Kafka's default partitions, with the bad records it reports."""
+what generate() says, on Kafka's default partitions, with the bad records it reports; in
+Avro and Protobuf the same events as in JSON. (tests/integration/test_produce_formats.py
+imports the format helpers here.)"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import re
+import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
+import fastavro
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from grpc_tools import protoc
 
 from veltrix_ray.produce import (
     BAD_SORTS,
     ENV_BOOTSTRAP,
+    ENV_REGISTRY,
     KINDS,
+    REGISTRY_BAD_SORTS,
     add_arguments,
     bad_counts,
     generate,
     partition_for,
     produce,
     run_cli,
+    schema_text,
 )
 from veltrix_ray.source.admin import ensure_topic, partition_count
 
@@ -104,6 +117,92 @@ def _classify(value: bytes, oversize_bytes: int) -> str:
 def _parse_ts(ts: str) -> datetime:
     """fromisoformat reads "Z" only from Python 3.11 on."""
     return datetime.fromisoformat(ts[:-1] + "+00:00" if ts.endswith("Z") else ts)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+Parse = Callable[[bytes], dict[str, Any]]
+"""A framed record of a registry format -> the event in normal form (see json_event)."""
+
+
+def _micros(ts: datetime) -> int:
+    return (ts - EPOCH) // (ts.resolution)
+
+
+def json_event(value: bytes) -> dict[str, Any]:
+    """A JSON event in the normal form the format parsers give: ts as µs since the epoch."""
+    event = json.loads(value)
+    return {**event, "ts": _micros(_parse_ts(event["ts"]))}
+
+
+def avro_parser(text: str, schema_id: int) -> Parse:
+    """Reads a framed Avro record of ``schema_id`` with the writer schema ``text``; raises
+    on any other framing, on a datum cut short, and on bytes after it."""
+    schema = fastavro.parse_schema(json.loads(text))
+
+    def parse(value: bytes) -> dict[str, Any]:
+        assert value[:5] == b"\x00" + schema_id.to_bytes(4, "big"), value[:5]
+        datum = io.BytesIO(value[5:])
+        event = fastavro.schemaless_reader(datum, schema, None)
+        assert isinstance(event, dict)
+        assert datum.tell() == len(value) - 5, "trailing bytes"
+        return {**event, "event_id": str(event["event_id"]), "ts": _micros(event["ts"])}
+
+    return parse
+
+
+def protobuf_parser(text: str, schema_id: int) -> Parse:
+    """Reads a framed Protobuf record of ``schema_id`` (message index [0]) as message Event
+    of the .proto ``text``, compiled here with protoc; raises on anything else."""
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "event.proto").write_text(text)
+        out = Path(tmp, "event.pb")
+        include = resources.files("grpc_tools") / "_proto"
+        argv = ["protoc", f"-I{tmp}", f"-I{include}", "--include_imports"]
+        assert protoc.main([*argv, f"--descriptor_set_out={out}", "event.proto"]) == 0
+        files = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
+    pool = descriptor_pool.DescriptorPool()
+    for file in files.file:
+        pool.Add(file)
+    event = pool.FindMessageTypeByName("veltrix.events.Event")
+    event_class = message_factory.GetMessageClass(event)
+
+    def parse(value: bytes) -> dict[str, Any]:
+        assert value[:6] == b"\x00" + schema_id.to_bytes(4, "big") + b"\x00", value[:6]
+        m = event_class.FromString(value[6:])
+        payload = {"page": m.payload.page, "ab": m.payload.ab, "items": list(m.payload.items)}
+        return {
+            "event_id": m.event_id,
+            "ts": m.ts.seconds * 1_000_000 + m.ts.nanos // 1000,
+            "user_id": m.user_id,
+            "kind": m.kind,
+            "amount": m.amount,
+            "country": m.country,
+            "payload": payload,
+        }
+
+    return parse
+
+
+PARSERS = {"avro": avro_parser, "protobuf": protobuf_parser}
+
+
+def bad_way(value: bytes, good: bytes, schema_id: int, parse: Parse) -> str:
+    """How a consumer finds a record of a registry format bad, or "good"; ``good`` is the
+    record of its index in a run without bad ones, which tells a cut from trailing bytes
+    (a Protobuf parser fails the same way on both)."""
+    if value[0] != 0:
+        return "wrong_magic"
+    if int.from_bytes(value[1:5], "big") != schema_id:
+        return "unknown_id"
+    try:
+        parse(value)
+    except Exception:
+        if len(value) < len(good) and good.startswith(value):
+            return "truncated"
+        if len(value) > len(good) and value.startswith(good):
+            return "trailing"
+        return "unreadable"
+    return "good"
 
 
 def test_every_event_lands_once_on_its_key_partition(kafka_bootstrap: str, topic: str) -> None:
@@ -199,6 +298,45 @@ def test_bad_records_are_bad_in_the_way_they_claim() -> None:
         assert _classify(record.value, oversize) == record.sort
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize("format", ["avro", "protobuf"])
+def test_registry_formats_carry_the_json_events(format: str) -> None:
+    parse = PARSERS[format](schema_text(format), 77)
+    json_records = list(generate(3000, seed=11, bad_fraction=0.01))
+    records = list(generate(3000, seed=11, bad_fraction=0.01, format=format, schema_id=77))
+    assert [r.key for r in records] == [r.key for r in json_records]
+    good = [(r, j) for r, j in zip(records, json_records, strict=True) if r.sort == "good"]
+    assert len(good) == 3000 - 30
+    kinds = set()
+    for record, json_record in good:
+        assert record.event_id == json_record.event_id
+        event = parse(record.value)
+        assert event == json_event(json_record.value)
+        kinds.add(event["kind"])
+    assert kinds == set(KINDS)
+    if format == "avro":  # the hand-written encoder writes what fastavro writes
+        schema = fastavro.parse_schema(json.loads(schema_text("avro")))
+        for record, _ in good[:300]:
+            datum = io.BytesIO()
+            fastavro.schemaless_writer(datum, schema, fastavro.schemaless_reader(
+                io.BytesIO(record.value[5:]), schema, None))
+            assert record.value[5:] == datum.getvalue()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("format", ["avro", "protobuf"])
+def test_registry_format_bad_records_are_bad_in_the_way_they_claim(format: str) -> None:
+    parse = PARSERS[format](schema_text(format), 5)
+    records = list(generate(1000, seed=3, bad_fraction=0.5, format=format, schema_id=5))
+    clean = generate(1000, seed=3, format=format, schema_id=5)
+    found = [bad_way(r.value, c.value, 5, parse) for r, c in zip(records, clean, strict=True)]
+    assert found == [r.sort for r in records]
+    counts = Counter(found)
+    assert {s: counts[s] for s in REGISTRY_BAD_SORTS} == bad_counts(1000, 0.5, format)
+    assert bad_counts(1000, 0.5, format) == dict.fromkeys(REGISTRY_BAD_SORTS, 125)
+    assert not set(BAD_SORTS) & set(counts), "JSON's bad sorts are not used"
+
+
 def test_rate_mode_paces_the_events(kafka_bootstrap: str, topic: str) -> None:
     report = asyncio.run(produce(kafka_bootstrap, topic, rate=2000, duration=1.0, partitions=2))
     assert report.events == 2000 and sum(report.per_partition.values()) == 2000
@@ -258,4 +396,25 @@ def test_cli_names_an_unreachable_bootstrap(capsys: pytest.CaptureFixture[str]) 
     assert time.monotonic() - started < 15
     captured = capsys.readouterr()
     assert "127.0.0.1:1" in captured.err and "Traceback" not in captured.err + captured.out
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
+
+
+@pytest.mark.unit
+def test_cli_registry_format_without_registry_says_how_to_get_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(ENV_REGISTRY, raising=False)
+    assert _cli("--topic", "t", "--events", "10", "--format", "avro", "--bootstrap", "x:1") == 2
+    err = capsys.readouterr().err
+    assert ENV_REGISTRY in err and "--registry-url" in err and "veltrix-ray local env" in err
+
+
+@pytest.mark.unit
+def test_cli_names_an_unreachable_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    url = "http://127.0.0.1:1/apis/ccompat/v7"
+    argv = ("--topic", "t", "--events", "10", "--format", "protobuf", "--registry-url", url)
+    assert _cli(*argv, "--bootstrap", "127.0.0.1:1") == 1
+    captured = capsys.readouterr()
+    assert "127.0.0.1:1/apis/ccompat/v7" in captured.err
+    assert "Traceback" not in captured.err + captured.out
     assert len(captured.err.strip().splitlines()) == 1, captured.err
