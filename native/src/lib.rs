@@ -1,0 +1,284 @@
+//! veltrix_codec: Avro in the Confluent wire format (magic 0, big-endian schema id, datum)
+//! decoded straight into Arrow-layout column buffers.
+
+mod columns;
+mod json;
+mod plan;
+mod reader;
+mod schema;
+
+use std::collections::HashMap;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use columns::{Buffers, Column, Kind};
+use plan::Plan;
+use reader::{DErr, Reader};
+
+const HEADER: usize = 5;
+
+/// The schema id of a framed value: -1 for no value or one shorter than the header,
+/// -2 for a magic byte other than 0.
+fn schema_id(value: Option<&[u8]>) -> i64 {
+    match value {
+        Some(v) if v.len() >= HEADER => {
+            if v[0] != 0 {
+                -2
+            } else {
+                u32::from_be_bytes([v[1], v[2], v[3], v[4]]) as i64
+            }
+        }
+        _ => -1,
+    }
+}
+
+fn header_error(v: &[u8]) -> Option<String> {
+    match v.first() {
+        Some(0) if v.len() >= HEADER => None,
+        Some(1) => Some(
+            "wrong magic byte 1: schema ids in record headers are not supported yet \
+             (expected 0, the Confluent wire format)"
+                .into(),
+        ),
+        Some(&m) if m != 0 => Some(format!(
+            "wrong magic byte {m} (expected 0, the Confluent wire format){}",
+            if m == b'{' {
+                "; the value looks like JSON"
+            } else {
+                ""
+            }
+        )),
+        _ => Some(format!(
+            "too short for the Confluent header: {} bytes (needs {HEADER})",
+            v.len()
+        )),
+    }
+}
+
+fn message(e: DErr, field: &str, col: Option<&Column>) -> String {
+    let cname = col.map_or("?", |c| c.name.as_str());
+    match e {
+        DErr::Truncated => format!("truncated: the record ends inside field `{field}`"),
+        DErr::VarintOverflow => format!("varint overflow in field `{field}`"),
+        DErr::NegativeLength(n) => format!("negative length {n} in field `{field}`"),
+        DErr::TooLong { len, left } => {
+            format!("truncated or corrupt: length {len} in field `{field}` exceeds the {left} bytes left")
+        }
+        DErr::Utf8 => format!("invalid UTF-8 in field `{field}`"),
+        DErr::Nul => match col.map(|c| c.kind) {
+            Some(Kind::Json) => format!("column `{cname}` contains \\u0000"),
+            _ => format!("column `{cname}` contains a NUL character"),
+        },
+        DErr::Null => format!("null in non-nullable column `{cname}`"),
+        DErr::EnumIndex(i) => format!("enum index {i} out of range in field `{field}`"),
+        DErr::UnionIndex(i) => format!("union branch {i} out of range in field `{field}`"),
+        DErr::Boolean(b) => format!("invalid boolean byte {b} in field `{field}`"),
+        DErr::Depth => format!("field `{field}` is nested too deeply"),
+        DErr::IntRange(v) => format!("int {v} out of range in field `{field}`"),
+        DErr::TimestampRange(v) => format!("timestamp {v} out of range in field `{field}`"),
+        DErr::NotUuid => format!("column `{cname}` is not a UUID (field `{field}`)"),
+        DErr::DecimalTooLong(n) => format!("decimal of {n} bytes is too long in field `{field}`"),
+        DErr::TooManyItems => format!("too many empty items in field `{field}`"),
+        DErr::BatchTooLarge => format!("column `{cname}` holds over 2 GiB in one batch"),
+    }
+}
+
+struct Decoder {
+    columns: Vec<Column>,
+    plans: HashMap<u32, Plan>,
+}
+
+/// Outcome of a decode call before it becomes Python objects.
+struct Outcome {
+    good: Vec<usize>,
+    bad: Vec<(usize, String)>,
+    buffers: Vec<Buffers>,
+}
+
+impl Decoder {
+    fn record(&mut self, plan: &Plan, id: u32, body: &[u8]) -> Result<(), String> {
+        if let Some(c) = plan.missing {
+            return Err(format!(
+                "missing field for non-nullable column `{}`: schema id {id} has no such field",
+                self.columns[c].name
+            ));
+        }
+        let mut r = Reader::new(body);
+        if let Err((e, i)) = plan.decode(&mut r, &mut self.columns) {
+            let (field, col) = match plan.fields.get(i) {
+                Some(f) => (f.name.as_str(), f.col.map(|c| &self.columns[c])),
+                None => ("?", None),
+            };
+            return Err(message(e, field, col));
+        }
+        if r.left() > 0 {
+            return Err(format!("{} trailing bytes after the record", r.left()));
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, values: &[Option<&[u8]>]) -> Outcome {
+        let plans = std::mem::take(&mut self.plans);
+        let mut good = Vec::with_capacity(values.len());
+        let mut bad = Vec::new();
+        let mut rows = 0;
+        for (pos, v) in values.iter().enumerate() {
+            let Some(v) = v else {
+                bad.push((pos, "no value".to_string()));
+                continue;
+            };
+            if let Some(e) = header_error(v) {
+                bad.push((pos, e));
+                continue;
+            }
+            let id = u32::from_be_bytes([v[1], v[2], v[3], v[4]]);
+            let Some(plan) = plans.get(&id) else {
+                bad.push((pos, format!("unknown schema id {id}")));
+                continue;
+            };
+            match self.record(plan, id, &v[HEADER..]) {
+                Ok(()) => {
+                    good.push(pos);
+                    rows += 1;
+                }
+                Err(e) => {
+                    for c in &mut self.columns {
+                        c.truncate(rows);
+                    }
+                    bad.push((pos, e));
+                }
+            }
+        }
+        self.plans = plans;
+        let buffers = self.columns.iter_mut().map(Column::finish).collect();
+        Outcome { good, bad, buffers }
+    }
+}
+
+/// Borrowed value pointers that cross into the GIL-free section; the Python objects are
+/// kept alive by the caller for its duration.
+struct Values(Vec<Option<(*const u8, usize)>>);
+// SAFETY: the pointers are read-only views of immutable bytes objects held by the caller.
+unsafe impl Send for Values {}
+
+/// Decodes Avro datums in the Confluent wire format into Arrow column buffers.
+#[pyclass(module = "veltrix_codec")]
+struct AvroDecoder {
+    inner: Decoder,
+}
+
+#[pymethods]
+impl AvroDecoder {
+    #[new]
+    fn new(columns: Vec<(String, String, bool)>) -> PyResult<Self> {
+        let mut cols = Vec::with_capacity(columns.len());
+        for (name, kind, nullable) in columns {
+            let k = Kind::parse(&kind).ok_or_else(|| {
+                PyValueError::new_err(format!("column `{name}`: unknown type `{kind}`"))
+            })?;
+            cols.push(Column::new(name, k, nullable));
+        }
+        Ok(AvroDecoder {
+            inner: Decoder {
+                columns: cols,
+                plans: HashMap::new(),
+            },
+        })
+    }
+
+    /// Compiles the writer schema `writer_schema` (Avro JSON) for records of `schema_id`.
+    fn add_schema(&mut self, schema_id: u32, writer_schema: &str) -> PyResult<()> {
+        let plan = Plan::new(writer_schema, &self.inner.columns)
+            .map_err(|e| PyValueError::new_err(format!("schema id {schema_id}: {e}")))?;
+        self.inner.plans.insert(schema_id, plan);
+        Ok(())
+    }
+
+    fn has(&self, schema_id: u32) -> bool {
+        self.inner.plans.contains_key(&schema_id)
+    }
+
+    /// -> (positions decoded, [(position, error)], [(validity, offsets, data)] per column)
+    fn decode<'py>(
+        &mut self,
+        py: Python<'py>,
+        values: &Bound<'py, PyAny>,
+    ) -> PyResult<(Vec<usize>, Vec<(usize, String)>, Vec<Bound<'py, PyTuple>>)> {
+        let items: Vec<Bound<'py, PyAny>> = match values.cast::<PyList>() {
+            Ok(list) => list.iter().collect(),
+            Err(_) => values.try_iter()?.collect::<PyResult<_>>()?,
+        };
+        let mut ptrs = Vec::with_capacity(items.len());
+        for item in &items {
+            if item.is_none() {
+                ptrs.push(None);
+            } else {
+                let b = item.cast::<PyBytes>().map_err(|_| {
+                    PyTypeError::new_err(format!(
+                        "values must be bytes or None, not {}",
+                        item.get_type().name().map_or("?".into(), |n| n.to_string())
+                    ))
+                })?;
+                let s = b.as_bytes();
+                ptrs.push(Some((s.as_ptr(), s.len())));
+            }
+        }
+        let ptrs = Values(ptrs);
+        let inner = &mut self.inner;
+        let out = py.detach(move || {
+            let ptrs = ptrs;
+            // SAFETY: `items` holds a reference to every bytes object until after this call.
+            let slices: Vec<Option<&[u8]>> = ptrs
+                .0
+                .iter()
+                .map(|p| p.map(|(ptr, len)| unsafe { std::slice::from_raw_parts(ptr, len) }))
+                .collect();
+            inner.run(&slices)
+        });
+        drop(items);
+        let bytes = |b: Option<Vec<u8>>| b.map(|b| PyBytes::new(py, &b));
+        let buffers = out
+            .buffers
+            .into_iter()
+            .map(|(validity, offsets, data)| {
+                PyTuple::new(
+                    py,
+                    [
+                        bytes(validity).into_pyobject(py)?.into_any(),
+                        bytes(offsets).into_pyobject(py)?.into_any(),
+                        PyBytes::new(py, &data).into_any(),
+                    ],
+                )
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok((out.good, out.bad, buffers))
+    }
+}
+
+/// The Confluent schema id of each value: -1 for None or under 5 bytes, -2 for a magic byte
+/// other than 0.
+#[pyfunction]
+fn schema_ids(values: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
+    let mut ids = Vec::new();
+    for item in values.try_iter()? {
+        let item = item?;
+        if item.is_none() {
+            ids.push(-1);
+        } else {
+            let b = item
+                .cast::<PyBytes>()
+                .map_err(|_| PyTypeError::new_err("values must be bytes or None"))?;
+            ids.push(schema_id(Some(b.as_bytes())));
+        }
+    }
+    Ok(ids)
+}
+
+#[pymodule]
+fn veltrix_codec(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<AvroDecoder>()?;
+    m.add_function(wrap_pyfunction!(schema_ids, m)?)?;
+    Ok(())
+}
