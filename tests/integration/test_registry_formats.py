@@ -1,0 +1,179 @@
+"""Avro through a real schema registry: bad framing dead-lettered, schema evolution into
+PostgreSQL, a schema the table cannot take stops its partition, a registry outage waits."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import uuid
+from typing import Any
+
+import fastavro
+import psycopg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from veltrix_ray import Pipeline, load_config
+from veltrix_ray.registry.client import IncompatibleSchema, RegistryClient
+
+from .helpers import Background, offsets, overrides
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+V1 = {"type": "record", "name": "Order", "namespace": "test.evo", "fields": [
+    {"name": "order_id", "type": "string"},
+    {"name": "qty", "type": "long"},
+    {"name": "code", "type": "string"},
+]}
+# v2: a nullable field with a default (BACKWARD compatible)
+V2 = {**V1, "fields": [*V1["fields"], {"name": "note", "type": ["null", "string"],
+                                        "default": None}]}
+# v3: a required field without a default (not BACKWARD compatible)
+V3 = {**V2, "fields": [*V2["fields"], {"name": "priority", "type": "int"}]}
+# code changes type: string -> long (no promotion)
+V_CODE_LONG = {**V1, "fields": [V1["fields"][0], V1["fields"][1],
+                                {"name": "code", "type": "long"}]}
+
+
+def framed(schema_id: int, schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    out.write(b"\x00" + schema_id.to_bytes(4, "big"))
+    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), record)
+    return out.getvalue()
+
+
+def send(bootstrap: str, topic: str, values: list[bytes], partition: int = 0) -> list[int]:
+    """Append `values` to one partition, in order; their offsets."""
+    async def go() -> list[int]:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, v, partition=partition) for v in values]
+            return [(await f).offset for f in futures]
+        finally:
+            await producer.stop()
+    return asyncio.run(go())
+
+
+def rows(dsn: str, table: str, columns: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(f'SELECT {columns} FROM "{table}" ORDER BY order_id').fetchall()
+
+
+def column_names(dsn: str, table: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+            "ORDER BY ordinal_position", (table,)).fetchall()]
+
+
+def order(i: int, **extra: Any) -> dict[str, Any]:
+    return {"order_id": f"o{i:05d}", "qty": i, "code": f"c{i}", **extra}
+
+
+def avro_run(topic: str, dsn: str, table: str, *extra: str) -> list[str]:
+    return overrides(topic, dsn, "pipeline=events_avro", f"pipeline.name={table}",
+                     f"pipeline.table={table}", *extra)
+
+
+def test_evolution_adds_a_column_once_and_old_rows_hold_null(
+        kafka_bootstrap: str, new_topic: Any, pg_dsn: str, registry: RegistryClient) -> None:
+    topic = new_topic(1)
+    subject = f"{topic}-value"
+    v1 = registry.register(subject, json.dumps(V1))
+    registry.set_compatibility(subject, "BACKWARD")  # Apicurio: per subject, once it exists
+    send(kafka_bootstrap, topic, [framed(v1, V1, order(i)) for i in range(3)])
+    over = avro_run(topic, pg_dsn, "orders", "until=forever")
+    with Background(over) as run:
+        run.wait("v1 rows", lambda: _count(pg_dsn, "orders") == 3)
+        assert column_names(pg_dsn, "orders") == ["order_id", "qty", "code"]
+        v2 = registry.register(subject, json.dumps(V2))
+        assert v2 != v1
+        # v1 and v2 interleaved in one partition
+        mixed = [framed(v2, V2, order(i, note=f"n{i}")) if i % 2 else framed(v1, V1, order(i))
+                 for i in range(3, 13)]
+        send(kafka_bootstrap, topic, mixed)
+        run.wait("v1 + v2 rows", lambda: _count(pg_dsn, "orders") == 13)
+    assert column_names(pg_dsn, "orders") == ["order_id", "qty", "code", "note"]
+    got = rows(pg_dsn, "orders", "order_id, qty, code, note")
+    assert got == [(f"o{i:05d}", i, f"c{i}", f"n{i}" if i >= 3 and i % 2 else None)
+                   for i in range(13)]
+    assert offsets(pg_dsn, topic) == {0: 13}
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM veltrix_dead_letters").fetchone() == (0,)
+    # a required field without a default is refused by the registry under BACKWARD
+    with pytest.raises(IncompatibleSchema):
+        registry.register(subject, json.dumps(V3))
+
+
+def test_a_type_change_the_table_cannot_take_stops_the_partition(
+        kafka_bootstrap: str, new_topic: Any, pg_dsn: str, registry: RegistryClient) -> None:
+    topic = new_topic(1)
+    subject = f"{topic}-value"
+    v1 = registry.register(subject, json.dumps(V1))
+    registry.set_compatibility(subject, "NONE")
+    send(kafka_bootstrap, topic, [framed(v1, V1, order(i)) for i in range(3)])
+    assert Pipeline(load_config(avro_run(topic, pg_dsn, "orders"))).run().rows == 3
+    bad = registry.register(subject, json.dumps(V_CODE_LONG))
+    version = registry.latest(subject).version
+    at = send(kafka_bootstrap, topic, [framed(v1, V1, order(3)),
+                                       framed(bad, V_CODE_LONG, order(4, code=44)),
+                                       framed(v1, V1, order(5))])
+    # the table's columns, as the first run made them (the latest version would not fit it)
+    columns = "[{name:order_id,type:string},{name:qty,type:int64},{name:code,type:string}]"
+    summary = Pipeline(load_config(avro_run(topic, pg_dsn, "orders",
+                                            f"pipeline.columns={columns}"))).run(
+        raise_on_error=False)
+    assert summary.stopped == [0]
+    why = summary.partitions[0]["error"]
+    for part in (topic, "code", f"schema id {bad}", f"version {version}"):
+        assert part in why, why
+    # nothing of the batch holding the new schema committed: the offset stops before it
+    committed = offsets(pg_dsn, topic)[0]
+    assert committed is not None and 3 <= committed <= at[1]
+    assert [r[0] for r in rows(pg_dsn, "orders", "order_id")] == [
+        f"o{i:05d}" for i in range(committed)]
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM veltrix_dead_letters").fetchone() == (0,)
+
+
+def test_bad_framing_is_dead_lettered_with_its_reason(
+        kafka_bootstrap: str, new_topic: Any, pg_dsn: str, registry: RegistryClient) -> None:
+    topic = new_topic(1)
+    v1 = registry.register(f"{topic}-value", json.dumps(V1))
+    good = framed(v1, V1, order(0))
+    values = [good,
+              b"\x01" + good[1:],  # magic 1: ids in headers
+              b"\x07" + good[1:],  # not the Confluent wire format
+              b"\x00" + (2**31 - 7).to_bytes(4, "big") + good[5:],  # unknown id
+              good[:-2],  # truncated
+              good + b"\x00\x01",  # trailing bytes
+              b"\x00\x00",  # too short for the header
+              framed(v1, V1, order(1))]
+    send(kafka_bootstrap, topic, values)
+    summary = Pipeline(load_config(avro_run(topic, pg_dsn, "orders"))).run()
+    assert summary.ok, summary.errors
+    assert [r[0] for r in rows(pg_dsn, "orders", "order_id")] == ["o00000", "o00001"]
+    with psycopg.connect(pg_dsn) as conn:
+        dead = dict(conn.execute('SELECT "offset", error FROM veltrix_dead_letters '
+                                 "ORDER BY 1").fetchall())
+    assert sorted(dead) == [1, 2, 3, 4, 5, 6]
+    assert "magic byte 0x01" in dead[1] and "headers" in dead[1]
+    assert "wrong magic byte 0x07" in dead[2]
+    assert f"unknown schema id {2**31 - 7}" in dead[3]
+    assert "truncated" in dead[4]
+    assert "trailing" in dead[5]
+    assert "too short" in dead[6]
+    assert offsets(pg_dsn, topic) == {0: 8}
+
+
+def _count(dsn: str, table: str) -> int:
+    try:
+        with psycopg.connect(dsn) as conn:
+            return int(conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])  # type: ignore[index]
+    except psycopg.Error:
+        return 0
+
+
+_ = uuid  # event ids in later tests
