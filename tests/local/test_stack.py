@@ -50,7 +50,8 @@ def test_up_round_trips_and_down_leaves_nothing_running(service_dir: Path,
         assert first.bootstrap and first.bootstrap.startswith("127.0.0.1:")
         assert first.dsn and "@127.0.0.1:" in first.dsn
         again = stack.up()  # idempotent: same processes, same addresses
-        assert (again.kafka_pid, again.postgres_pid) == (first.kafka_pid, first.postgres_pid)
+        assert (again.kafka_pid, again.postgres_pid, again.registry_pid) == (
+            first.kafka_pid, first.postgres_pid, first.registry_pid)
         assert again.bootstrap == first.bootstrap
 
         assert asyncio.run(_round_trip(first.bootstrap)) == b"hello veltrix"
@@ -61,11 +62,12 @@ def test_up_round_trips_and_down_leaves_nothing_running(service_dir: Path,
 
         env = stack.env()
         assert env == {"VELTRIX_KAFKA_BOOTSTRAP": first.bootstrap,
-                       "VELTRIX_POSTGRES_DSN": first.dsn}
+                       "VELTRIX_POSTGRES_DSN": first.dsn,
+                       "VELTRIX_SCHEMA_REGISTRY_URL": first.registry_url}
     finally:
         stack.down()
-    assert first.kafka_pid is not None and first.postgres_pid is not None
-    for pid in (first.kafka_pid, first.postgres_pid):
+    assert first.kafka_pid and first.postgres_pid and first.registry_pid
+    for pid in (first.kafka_pid, first.postgres_pid, first.registry_pid):
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not stack.status().running
     stack.down(wipe=True)

@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import psutil
+import pytest
 
 from veltrix_ray import cli
-from veltrix_ray.local import LocalStack
+from veltrix_ray.errors import StackError
+from veltrix_ray.local import LocalStack, registry
 from veltrix_ray.registry import RegistryClient
 
 
@@ -49,3 +51,13 @@ def test_up_starts_the_registry_on_loopback_env_exports_it_and_down_stops_it(
     assert not psutil.pid_exists(status.registry_pid) or psutil.Process(
         status.registry_pid).status() == psutil.STATUS_ZOMBIE
     assert LocalStack(state).status().registry_pid is None
+
+
+def test_maven_offline_with_empty_cache_names_the_fix(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VELTRIX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VELTRIX_MAVEN_ARGS", f"-o -Dmaven.repo.local={tmp_path / 'empty-m2'}")
+    with pytest.raises(StackError, match=r"Maven could not fetch io.apicurio:apicurio-registry-"
+                                          r"app:3.0.9:tar.gz:all.*Are you offline\?"):
+        registry.resolve_app()
+    assert not (tmp_path / "cache" / "apicurio-registry-3.0.9" / ".complete").exists()
