@@ -44,8 +44,9 @@ BAD_SORTS = ("malformed_json", "wrong_type", "missing_field", "non_utf8", "overs
 REGISTRY_BAD_SORTS = ("wrong_magic", "unknown_id", "truncated", "trailing")
 """The bad sorts of the registry formats (avro, protobuf): a wrong framing byte (1, as if
 the id were in the headers), an id the registry does not have, the encoded event cut short,
-bytes after it. A wrong type or a missing field would take a second writer schema, and any
-bytes pass as UTF-8 or not only as the decoder chooses, so the JSON sorts do not carry over."""
+bytes after it. The JSON sorts do not carry over: a wrong type or a missing field would take a
+second writer schema, and whether a string that is not UTF-8 is refused is the decoder's
+choice."""
 UNKNOWN_SCHEMA_ID = 2**31 - 1
 """The id of ``unknown_id`` records: the largest a registry hands out, so never reached."""
 KINDS = ("view", "click", "cart", "purchase", "refund")
@@ -127,7 +128,7 @@ _ENCODER = msgspec.json.Encoder()
 
 @dataclass(frozen=True)
 class Record:
-    """One Kafka record as written: ``sort`` is "good" or one of BAD_SORTS."""
+    """One Kafka record as written: ``sort`` is "good" or one of bad_sorts(format)."""
 
     key: bytes
     value: bytes
