@@ -3,7 +3,8 @@
 Framing: magic byte 0, a 4-byte big-endian schema id, the message-index list (a zigzag varint
 count, then that many zigzag varint indexes; a count of 0 means [0]), then the payload. The
 index path picks the message type: the first index counts the schema file's top-level messages
-in declaration order, each further one the nested messages of the one before.
+in declaration order, each further one the nested messages of the one before (map fields'
+entry types included, as Confluent's serializers count them).
 
 Schemas are the registry's .proto texts, compiled by grpc_tools' protoc (in a subprocess, once
 per schema id) into one descriptor pool per id, so two versions may define the same names.
