@@ -6,15 +6,21 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import uuid
+import os
+import signal
+import time
+from pathlib import Path
 from typing import Any
 
 import fastavro
 import psycopg
 import pytest
+import ray
 from aiokafka import AIOKafkaProducer
 
 from veltrix_ray import Pipeline, load_config
+from veltrix_ray.local.procs import free_port
+from veltrix_ray.local.registry import LocalRegistry
 from veltrix_ray.registry.client import IncompatibleSchema, RegistryClient
 
 from .helpers import Background, offsets, overrides
@@ -168,6 +174,70 @@ def test_bad_framing_is_dead_lettered_with_its_reason(
     assert offsets(pg_dsn, topic) == {0: 8}
 
 
+def test_registry_away_known_ids_decode_a_new_id_waits_then_resumes(
+        kafka_bootstrap: str, new_topic: Any, pg_dsn: str, service_dir: Path) -> None:
+    reg = LocalRegistry(service_dir / "registry", free_port())
+    reg.start()
+    try:
+        client = RegistryClient(reg.url)
+        topic = new_topic(1)
+        subject = f"{topic}-value"
+        v1 = client.register(subject, json.dumps(V1))
+        send(kafka_bootstrap, topic, [framed(v1, V1, order(i)) for i in range(3)])
+        over = avro_run(topic, pg_dsn, "orders", "until=forever",
+                        f"schema_registry.url={reg.url}")
+        with Background(over) as run:
+            run.wait("rows", lambda: _count(pg_dsn, "orders") == 3)
+            v2 = client.register(subject, json.dumps(V2))  # not seen by the worker yet
+            reg.stop()
+            # a known id keeps decoding while the registry is away
+            send(kafka_bootstrap, topic, [framed(v1, V1, order(i)) for i in (3, 4)])
+            run.wait("rows of a known id", lambda: _count(pg_dsn, "orders") == 5)
+            # a new id waits: nothing is dead-lettered, nothing passes it
+            send(kafka_bootstrap, topic, [framed(v2, V2, order(5, note="n5")),
+                                          framed(v1, V1, order(6))])
+            time.sleep(4)
+            assert _count(pg_dsn, "orders") == 5 and _dead(pg_dsn) == 0
+            assert run.thread.is_alive() and run.error is None
+            reg.start()  # the stack's registry keeps its schemas in a file
+            run.wait("rows after the registry came back", lambda: _count(pg_dsn, "orders") == 7)
+        assert run.join().ok
+        assert _dead(pg_dsn) == 0
+        assert [r[0] for r in rows(pg_dsn, "orders", "order_id")] == [
+            f"o{i:05d}" for i in range(7)]
+        assert offsets(pg_dsn, topic) == {0: 7}
+    finally:
+        reg.stop()
+
+
+def test_worker_killed_mid_run_on_an_avro_topic_exactly_once(
+        kafka_bootstrap: str, new_topic: Any, pg_dsn: str, registry: RegistryClient) -> None:
+    topic = new_topic(4)
+    v1 = registry.register(f"{topic}-value", json.dumps(V1))
+    n = 40_000
+    for p in range(4):
+        send(kafka_bootstrap, topic, [framed(v1, V1, order(i)) for i in range(p, n, 4)], p)
+    over = avro_run(topic, pg_dsn, "orders", "until=forever", "topology.workers=2",
+                    "batch.max_records=500")
+    with Background(over) as run:
+        run.wait("some rows", lambda: _count(pg_dsn, "orders") > 2_000)
+        pid = sorted(ray.get(run.coordinator().worker_pids.remote()).values())[0]
+        os.kill(pid, signal.SIGKILL)
+        run.wait("every row", lambda: _count(pg_dsn, "orders") == n, timeout=180)
+    summary = run.join()
+    assert sum(w["restarts"] for w in summary.workers) >= 1
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*), count(DISTINCT order_id) FROM orders"
+                            ).fetchone() == (n, n)
+    assert offsets(pg_dsn, topic) == {p: n // 4 for p in range(4)}
+    assert _dead(pg_dsn) == 0
+
+
+def _dead(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return int(conn.execute("SELECT count(*) FROM veltrix_dead_letters").fetchone()[0])  # type: ignore[index]
+
+
 def _count(dsn: str, table: str) -> int:
     try:
         with psycopg.connect(dsn) as conn:
@@ -175,5 +245,3 @@ def _count(dsn: str, table: str) -> int:
     except psycopg.Error:
         return 0
 
-
-_ = uuid  # event ids in later tests

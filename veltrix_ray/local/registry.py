@@ -93,7 +93,9 @@ class LocalRegistry:
                            f"-Dquarkus.http.host={procs.HOST}", f"-Dquarkus.http.port={self.port}",
                            f"-Dquarkus.management.host={procs.HOST}",
                            "-Dapicurio.storage.kind=sql", "-Dapicurio.storage.sql.kind=h2",
-                           "-Dapicurio.datasource.url=jdbc:h2:mem:registry",
+                           # a file, not memory: records in Kafka keep their schema ids
+                           # across `local down` / `up`
+                           f"-Dapicurio.datasource.url=jdbc:h2:file:{self.home / 'db'}",
                            "-jar", str(runner)], self.log, cwd=self.home)
         self.pid_file.write_text(str(pid))
         return pid
