@@ -97,16 +97,17 @@ pub struct Column {
     pub len: usize,
     nulls: usize,
     validity: Option<Vec<u8>>,
-    offsets: Vec<i32>,
+    /// int32 little-endian, as Arrow wants them
+    offsets: Vec<u8>,
     pub data: Vec<u8>,
 }
 
-/// (validity, offsets, data) of a finished column.
-pub type Buffers = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<u8>);
+/// (validity, offsets, data) of a column's rows so far.
+pub type Buffers<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, &'a [u8]);
 
 impl Column {
     pub fn new(name: String, kind: Kind, nullable: bool) -> Column {
-        let offsets = if kind.variable() { vec![0] } else { vec![] };
+        let offsets = if kind.variable() { vec![0; 4] } else { vec![] };
         Column {
             name,
             kind,
@@ -141,7 +142,7 @@ impl Column {
         self.nulls += 1;
         match self.kind {
             Kind::Bool => push_bit(&mut self.data, len, false),
-            k if k.variable() => self.offsets.push(self.data.len() as i32),
+            k if k.variable() => self.end_offset()?,
             k => self.data.resize(self.data.len() + k.width(), 0),
         }
         self.len += 1;
@@ -172,11 +173,17 @@ impl Column {
         self.valid();
     }
 
+    #[inline]
+    fn end_offset(&mut self) -> Result<(), DErr> {
+        let end = i32::try_from(self.data.len()).map_err(|_| DErr::BatchTooLarge)?;
+        self.offsets.extend_from_slice(&end.to_le_bytes());
+        Ok(())
+    }
+
     /// Ends a variable-width value whose bytes were appended to `data`.
     #[inline]
     pub fn end_value(&mut self) -> Result<(), DErr> {
-        let end = i32::try_from(self.data.len()).map_err(|_| DErr::BatchTooLarge)?;
-        self.offsets.push(end);
+        self.end_offset()?;
         self.valid();
         Ok(())
     }
@@ -195,24 +202,24 @@ impl Column {
         match self.kind {
             Kind::Bool => truncate_bits(&mut self.data, row),
             k if k.variable() => {
-                self.offsets.truncate(row + 1);
-                self.data.truncate(self.offsets[row] as usize);
+                self.offsets.truncate(4 * (row + 1));
+                let end = &self.offsets[4 * row..];
+                self.data
+                    .truncate(i32::from_le_bytes([end[0], end[1], end[2], end[3]]) as usize);
             }
             k => self.data.truncate(row * k.width()),
         }
     }
 
-    /// The buffers of the rows so far; the builder starts again empty.
-    pub fn finish(&mut self) -> Buffers {
-        let validity = self.validity.take().filter(|_| self.nulls > 0);
-        let offsets = if self.kind.variable() {
-            let offsets = std::mem::replace(&mut self.offsets, vec![0]);
-            Some(offsets.iter().flat_map(|o| o.to_le_bytes()).collect())
-        } else {
-            None
-        };
-        self.len = 0;
-        self.nulls = 0;
-        (validity, offsets, std::mem::take(&mut self.data))
+    pub fn buffers(&self) -> Buffers<'_> {
+        let validity = self.validity.as_deref().filter(|_| self.nulls > 0);
+        let offsets = self.kind.variable().then_some(self.offsets.as_slice());
+        (validity, offsets, &self.data)
+    }
+
+    /// Starts again empty, keeping the memory for the next batch.
+    pub fn clear(&mut self) {
+        self.truncate(0);
+        self.validity = None;
     }
 }

@@ -13,7 +13,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use columns::{Buffers, Column, Kind};
+use columns::{Column, Kind};
 use plan::Plan;
 use reader::{DErr, Reader};
 
@@ -94,7 +94,6 @@ struct Decoder {
 struct Outcome {
     good: Vec<usize>,
     bad: Vec<(usize, String)>,
-    buffers: Vec<Buffers>,
 }
 
 impl Decoder {
@@ -120,10 +119,14 @@ impl Decoder {
     }
 
     fn run(&mut self, values: &[Option<&[u8]>]) -> Outcome {
+        for c in &mut self.columns {
+            c.clear(); // in case the last call failed before clearing
+        }
         let plans = std::mem::take(&mut self.plans);
         let mut good = Vec::with_capacity(values.len());
         let mut bad = Vec::new();
         let mut rows = 0;
+        let mut last: Option<(u32, &Plan)> = None;
         for (pos, v) in values.iter().enumerate() {
             let Some(v) = v else {
                 bad.push((pos, "no value".to_string()));
@@ -134,9 +137,18 @@ impl Decoder {
                 continue;
             }
             let id = u32::from_be_bytes([v[1], v[2], v[3], v[4]]);
-            let Some(plan) = plans.get(&id) else {
-                bad.push((pos, format!("unknown schema id {id}")));
-                continue;
+            let plan = match last {
+                Some((last_id, plan)) if last_id == id => plan,
+                _ => match plans.get(&id) {
+                    Some(plan) => {
+                        last = Some((id, plan));
+                        plan
+                    }
+                    None => {
+                        bad.push((pos, format!("unknown schema id {id}")));
+                        continue;
+                    }
+                },
             };
             match self.record(plan, id, &v[HEADER..]) {
                 Ok(()) => {
@@ -152,8 +164,7 @@ impl Decoder {
             }
         }
         self.plans = plans;
-        let buffers = self.columns.iter_mut().map(Column::finish).collect();
-        Outcome { good, bad, buffers }
+        Outcome { good, bad }
     }
 }
 
@@ -238,21 +249,20 @@ impl AvroDecoder {
             inner.run(&slices)
         });
         drop(items);
-        let bytes = |b: Option<Vec<u8>>| b.map(|b| PyBytes::new(py, &b));
-        let buffers = out
-            .buffers
-            .into_iter()
-            .map(|(validity, offsets, data)| {
-                PyTuple::new(
-                    py,
-                    [
-                        bytes(validity).into_pyobject(py)?.into_any(),
-                        bytes(offsets).into_pyobject(py)?.into_any(),
-                        PyBytes::new(py, &data).into_any(),
-                    ],
-                )
-            })
-            .collect::<PyResult<Vec<_>>>()?;
+        let bytes = |b: Option<&[u8]>| b.map(|b| PyBytes::new(py, b));
+        let mut buffers = Vec::with_capacity(self.inner.columns.len());
+        for c in &mut self.inner.columns {
+            let (validity, offsets, data) = c.buffers();
+            buffers.push(PyTuple::new(
+                py,
+                [
+                    bytes(validity).into_pyobject(py)?.into_any(),
+                    bytes(offsets).into_pyobject(py)?.into_any(),
+                    PyBytes::new(py, data).into_any(),
+                ],
+            )?);
+            c.clear();
+        }
         Ok((out.good, out.bad, buffers))
     }
 }
