@@ -4,6 +4,7 @@ PostgreSQL, a schema the table cannot take stops its partition, a registry outag
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import json
 import os
@@ -21,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from veltrix_ray import Pipeline, load_config
 from veltrix_ray.local.procs import free_port
 from veltrix_ray.local.registry import LocalRegistry
+from veltrix_ray.produce import generate, partition_for, produce
 from veltrix_ray.registry.client import IncompatibleSchema, RegistryClient
 
 from .helpers import Background, offsets, overrides
@@ -245,3 +247,65 @@ def _count(dsn: str, table: str) -> int:
     except psycopg.Error:
         return 0
 
+
+
+# what each bad sort of `produce` must be dead-lettered with, per format
+BAD_REASONS = {
+    "avro": {"wrong_magic": "magic byte 0x01", "unknown_id": "unknown schema id",
+             "truncated": "truncated", "trailing": "trailing"},
+    "protobuf": {"wrong_magic": "magic byte 1", "unknown_id": "unknown schema id",
+                 "truncated": "does not parse", "trailing": "does not parse"},
+}
+
+
+@pytest.mark.parametrize("fmt", ["avro", "protobuf"])
+def test_produced_events_with_bad_records_land_exactly(
+        fmt: str, kafka_bootstrap: str, new_topic: Any, pg_dsn: str, services: Any) -> None:
+    """100k standard events with 0.2 % bad, through `produce --format` and the shipped
+    pipeline: rows are exactly the good events, value for value; each bad one is a dead letter
+    with its reason; offsets at the high watermark."""
+    topic = new_topic(4)
+    events, seed = 100_000, 5
+    report = asyncio.run(produce(kafka_bootstrap, topic, events=events, partitions=4, seed=seed,
+                                 bad_fraction=0.002, format=fmt,
+                                 registry_url=services.registry_url))
+    sid = RegistryClient(services.registry_url).latest(f"{topic}-value").schema.id
+    good: dict[str, dict[str, Any]] = {}
+    bad: dict[tuple[int, int], str] = {}
+    hw = dict.fromkeys(range(4), 0)
+    as_json = generate(events, seed=seed)
+    for rec, js in zip(generate(events, seed=seed, bad_fraction=0.002, format=fmt,
+                                schema_id=sid), as_json, strict=True):
+        p = partition_for(rec.key, 4)
+        if rec.event_id is None:
+            bad[(p, hw[p])] = rec.sort
+        else:
+            good[rec.event_id] = json.loads(js.value)
+        hw[p] += 1
+    if fmt == "protobuf":  # the second message type of the schema, Confluent index [1]
+        tagged = [r for r in generate(50, seed=99, format=fmt, schema_id=sid)]
+        values = [r.value[:5] + b"\x02\x02" + r.value[6:] + b"\x42\x03abc" for r in tagged]
+        offsets_1 = send(kafka_bootstrap, topic, values, partition=1)
+        assert offsets_1[0] == hw[1]
+        hw[1] += len(values)
+        good |= {r.event_id: json.loads(j.value) for r, j in zip(
+            tagged, generate(50, seed=99), strict=True) if r.event_id}
+    assert len(bad) == 200 and report is not None
+    summary = Pipeline(load_config(overrides(topic, pg_dsn, f"pipeline=events_{fmt}"))).run()
+    assert summary.ok, summary.errors
+    table = f"events_{fmt}"
+    with psycopg.connect(pg_dsn) as conn:
+        got = conn.execute(f"SELECT event_id::text, ts, user_id, kind, amount, country, payload "
+                           f"FROM {table}").fetchall()
+        dead = {(p, o): e for p, o, e in conn.execute(
+            'SELECT partition, "offset", error FROM veltrix_dead_letters').fetchall()}
+    assert len(got) == len(good) and {r[0] for r in got} == set(good)
+    for event_id, ts, user_id, kind, amount, country, payload in got:
+        e = good[event_id]
+        assert (ts, user_id, kind, amount, country, payload) == (
+            dt.datetime.fromisoformat(e["ts"]), e["user_id"], e["kind"], e["amount"],
+            e["country"], e["payload"]), event_id
+    assert set(dead) == set(bad)
+    for where, sort in bad.items():
+        assert BAD_REASONS[fmt][sort] in dead[where], (sort, dead[where])
+    assert offsets(pg_dsn, topic) == hw
