@@ -309,3 +309,53 @@ def test_produced_events_with_bad_records_land_exactly(
     for where, sort in bad.items():
         assert BAD_REASONS[fmt][sort] in dead[where], (sort, dead[where])
     assert offsets(pg_dsn, topic) == hw
+
+
+KEY = {"type": "record", "name": "UserKey", "namespace": "test.keys",
+       "fields": [{"name": "user_id", "type": "long"}]}
+STATE = {"type": "record", "name": "UserState", "namespace": "test.keys", "fields": [
+    {"name": "last_kind", "type": "string"},
+    {"name": "total_cents", "type": "long"},
+]}
+
+
+def test_avro_keys_are_the_upsert_key(kafka_bootstrap: str, new_topic: Any, pg_dsn: str,
+                                      registry: RegistryClient) -> None:
+    topic = new_topic(2)
+    kid = registry.register(f"{topic}-key", json.dumps(KEY))
+    vid = registry.register(f"{topic}-value", json.dumps(STATE))
+    latest: dict[int, tuple[str, int]] = {}
+    records: dict[int, list[tuple[bytes, bytes]]] = {0: [], 1: []}
+    for i in range(400):
+        user = 7 + i % 13
+        state = {"last_kind": ("view", "click", "buy")[i % 3], "total_cents": i * 10}
+        latest[user] = (state["last_kind"], state["total_cents"])
+        records[user % 2].append((framed(kid, KEY, {"user_id": user}),
+                                  framed(vid, STATE, state)))
+    records[0].append((b"\x00\x00", framed(vid, STATE, {"last_kind": "x", "total_cents": 1})))
+
+    async def go() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+        await producer.start()
+        try:
+            for p, recs in records.items():
+                for k, v in recs:
+                    await producer.send(topic, v, key=k, partition=p)
+            await producer.flush()
+        finally:
+            await producer.stop()
+    asyncio.run(go())
+    summary = Pipeline(load_config(overrides(
+        topic, pg_dsn, "pipeline=events_avro", "pipeline.name=user_state",
+        "pipeline.table=user_state", "pipeline.mode=upsert", "pipeline.key=[user_id]",
+        "pipeline.key_format=avro"))).run()
+    assert summary.ok, summary.errors
+    with psycopg.connect(pg_dsn) as conn:
+        got = conn.execute("SELECT user_id, last_kind, total_cents FROM user_state "
+                           "ORDER BY user_id").fetchall()
+        dead = conn.execute('SELECT partition, "offset", error FROM veltrix_dead_letters'
+                            ).fetchall()
+    assert got == [(u, *latest[u]) for u in sorted(latest)]
+    assert [(p, o) for p, o, _ in dead] == [(0, len(records[0]) - 1)]
+    assert dead[0][2].startswith("key: ") and "too short" in dead[0][2]
+    assert offsets(pg_dsn, topic) == {p: len(r) for p, r in records.items()}
