@@ -100,7 +100,7 @@ def _registry(s: VeltrixConfig) -> Area | None:
         return [Finding("error", "pipeline.format",
                         f"{p.format}, but {subject}'s latest version is "
                         f"{latest.schema.schema_type}")], None
-    return [], (f"{subject} {writer.where()} ({latest.schema.schema_type}): "
+    return [], (f"{writer.where()} ({latest.schema.schema_type}): "
                 f"{len(p.columns)} column(s)" + ("" if given else " taken from it"))
 
 
