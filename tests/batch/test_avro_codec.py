@@ -183,7 +183,9 @@ def test_uuid_and_decimal() -> None:
     assert one("uuid", fixed16, [u.bytes], write_type={"type": "fixed", "name": "U",
                                                         "size": 16}) == [str(u)]
     dec = {"type": "bytes", "logicalType": "decimal", "precision": 60, "scale": 2}
-    values = ["123.45", "-0.01", "0.00", "-123456789012345678901234567890.99", "0.50"]
+    values = ["123.45", "-0.01", "0.00", "-123456789012345678901234567890.99", "0.50",
+              "98765432109876543210987654321098765432109876543210.12",  # over 16 bytes
+              "-98765432109876543210987654321098765432109876543210.12", "-1" + "0" * 55 + ".00"]
     got = one("decimal", dec, [decimal.Decimal(v) for v in values])
     assert got == values
     fixed = {"type": "fixed", "name": "D", "size": 8, "logicalType": "decimal",
