@@ -10,6 +10,7 @@ mod schema;
 use std::collections::HashMap;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
@@ -118,7 +119,9 @@ impl Decoder {
         Ok(())
     }
 
-    fn run(&mut self, values: &[Option<&[u8]>]) -> Outcome {
+    /// # Safety
+    /// Each non-null pointer must point to `len` readable bytes for the whole call.
+    unsafe fn run(&mut self, values: &[(*const u8, usize)]) -> Outcome {
         for c in &mut self.columns {
             c.clear(); // in case the last call failed before clearing
         }
@@ -127,11 +130,12 @@ impl Decoder {
         let mut bad = Vec::new();
         let mut rows = 0;
         let mut last: Option<(u32, &Plan)> = None;
-        for (pos, v) in values.iter().enumerate() {
-            let Some(v) = v else {
+        for (pos, &(ptr, len)) in values.iter().enumerate() {
+            if ptr.is_null() {
                 bad.push((pos, "no value".to_string()));
                 continue;
-            };
+            }
+            let v = unsafe { std::slice::from_raw_parts(ptr, len) };
             if let Some(e) = header_error(v) {
                 bad.push((pos, e));
                 continue;
@@ -168,11 +172,46 @@ impl Decoder {
     }
 }
 
-/// Borrowed value pointers that cross into the GIL-free section; the Python objects are
-/// kept alive by the caller for its duration.
-struct Values(Vec<Option<(*const u8, usize)>>);
-// SAFETY: the pointers are read-only views of immutable bytes objects held by the caller.
+/// Pointers to the values' bytes (null for None), for the GIL-free section.
+struct Values(Vec<(*const u8, usize)>);
+// SAFETY: read-only views of immutable bytes objects that a list owned by the caller keeps
+// alive until the section ends.
 unsafe impl Send for Values {}
+
+/// A snapshot of `values` (a new list: its items stay alive whatever happens to `values`)
+/// and pointers to the bytes of its items.
+fn gather<'py>(values: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyList>, Values)> {
+    let list = match values.cast::<PyList>() {
+        Ok(list) => list.get_slice(0, list.len()),
+        Err(_) => PyList::new(
+            values.py(),
+            values.try_iter()?.collect::<PyResult<Vec<_>>>()?,
+        )?,
+    };
+    let mut ptrs = Vec::with_capacity(list.len());
+    for i in 0..list.len() {
+        // SAFETY: i < len of a list only we hold; the item is borrowed from it
+        unsafe {
+            let item = ffi::PyList_GetItem(list.as_ptr(), i as ffi::Py_ssize_t);
+            if item == ffi::Py_None() {
+                ptrs.push((std::ptr::null(), 0));
+                continue;
+            }
+            let mut buf: *mut std::os::raw::c_char = std::ptr::null_mut();
+            let mut len: ffi::Py_ssize_t = 0;
+            if ffi::PyBytes_AsStringAndSize(item, &mut buf, &mut len) < 0 {
+                let _ = PyErr::take(list.py());
+                let kind = Bound::from_borrowed_ptr(list.py(), item).get_type();
+                return Err(PyTypeError::new_err(format!(
+                    "values must be bytes or None, not {}",
+                    kind.name().map_or("?".into(), |n| n.to_string())
+                )));
+            }
+            ptrs.push((buf as *const u8, len as usize));
+        }
+    }
+    Ok((list, Values(ptrs)))
+}
 
 /// Decodes Avro datums in the Confluent wire format into Arrow column buffers.
 #[pyclass(module = "veltrix_codec")]
@@ -217,36 +256,12 @@ impl AvroDecoder {
         py: Python<'py>,
         values: &Bound<'py, PyAny>,
     ) -> PyResult<(Vec<usize>, Vec<(usize, String)>, Vec<Bound<'py, PyTuple>>)> {
-        let items: Vec<Bound<'py, PyAny>> = match values.cast::<PyList>() {
-            Ok(list) => list.iter().collect(),
-            Err(_) => values.try_iter()?.collect::<PyResult<_>>()?,
-        };
-        let mut ptrs = Vec::with_capacity(items.len());
-        for item in &items {
-            if item.is_none() {
-                ptrs.push(None);
-            } else {
-                let b = item.cast::<PyBytes>().map_err(|_| {
-                    PyTypeError::new_err(format!(
-                        "values must be bytes or None, not {}",
-                        item.get_type().name().map_or("?".into(), |n| n.to_string())
-                    ))
-                })?;
-                let s = b.as_bytes();
-                ptrs.push(Some((s.as_ptr(), s.len())));
-            }
-        }
-        let ptrs = Values(ptrs);
+        let (items, ptrs) = gather(values)?;
         let inner = &mut self.inner;
         let out = py.detach(move || {
             let ptrs = ptrs;
-            // SAFETY: `items` holds a reference to every bytes object until after this call.
-            let slices: Vec<Option<&[u8]>> = ptrs
-                .0
-                .iter()
-                .map(|p| p.map(|(ptr, len)| unsafe { std::slice::from_raw_parts(ptr, len) }))
-                .collect();
-            inner.run(&slices)
+            // SAFETY: `items` keeps every value alive until after this section
+            unsafe { inner.run(&ptrs.0) }
         });
         drop(items);
         let bytes = |b: Option<&[u8]>| b.map(|b| PyBytes::new(py, b));
