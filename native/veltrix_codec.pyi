@@ -16,7 +16,8 @@ class AvroDecoder:
     def decode(
         self, values: Sequence[bytes | None]
     ) -> tuple[list[int], list[tuple[int, str]], list[Buffers]]:
-        """-> (positions decoded, [(position, error)], buffers per column of the decoded rows)."""
+        """-> (positions decoded, [(position, error)], buffers per column of the decoded rows).
+        Runs without the GIL; a decoder is used by one thread at a time."""
 
 def schema_ids(values: Sequence[bytes | None]) -> list[int]:
     """Schema id per value: -1 for None or under 5 bytes, -2 for a magic byte other than 0."""

@@ -68,7 +68,7 @@ impl Kind {
 
 #[inline]
 fn push_bit(bits: &mut Vec<u8>, i: usize, set: bool) {
-    if i % 8 == 0 {
+    if i & 7 == 0 {
         bits.push(0);
     }
     if set {
@@ -83,7 +83,7 @@ fn get_bit(bits: &[u8], i: usize) -> bool {
 
 fn truncate_bits(bits: &mut Vec<u8>, n: usize) {
     bits.truncate(n.div_ceil(8));
-    if n % 8 != 0 {
+    if n & 7 != 0 {
         if let Some(last) = bits.last_mut() {
             *last &= (1u8 << (n % 8)) - 1;
         }

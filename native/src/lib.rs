@@ -213,6 +213,9 @@ fn gather<'py>(values: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyList>, Valu
     Ok((list, Values(ptrs)))
 }
 
+/// (positions decoded, [(position, error)], (validity, offsets, data) per column)
+type Decoded<'py> = (Vec<usize>, Vec<(usize, String)>, Vec<Bound<'py, PyTuple>>);
+
 /// Decodes Avro datums in the Confluent wire format into Arrow column buffers.
 #[pyclass(module = "veltrix_codec")]
 struct AvroDecoder {
@@ -255,7 +258,7 @@ impl AvroDecoder {
         &mut self,
         py: Python<'py>,
         values: &Bound<'py, PyAny>,
-    ) -> PyResult<(Vec<usize>, Vec<(usize, String)>, Vec<Bound<'py, PyTuple>>)> {
+    ) -> PyResult<Decoded<'py>> {
         let (items, ptrs) = gather(values)?;
         let inner = &mut self.inner;
         let out = py.detach(move || {

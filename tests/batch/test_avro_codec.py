@@ -12,6 +12,7 @@ import random
 import struct
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fastavro
@@ -440,6 +441,19 @@ def test_decoder_state_between_calls_and_iterables() -> None:
         for _, k, _ in STANDARD_COLUMNS])
     with pytest.raises(TypeError, match="bytes or None"):
         decoder.decode(["text"])  # type: ignore[list-item]
+
+
+def test_decoders_in_threads() -> None:
+    values = [frame(STANDARD, event(i)) for i in range(5000)]
+
+    def decode(_: int) -> tuple:
+        decoder = AvroDecoder(STANDARD_COLUMNS)
+        decoder.add_schema(1, json.dumps(STANDARD))
+        return decoder.decode(values)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(decode, range(8)))
+    assert all(r == results[0] for r in results) and len(results[0][0]) == 5000
 
 
 def test_random_garbage_never_crashes() -> None:
