@@ -359,3 +359,58 @@ def test_avro_keys_are_the_upsert_key(kafka_bootstrap: str, new_topic: Any, pg_d
     assert [(p, o) for p, o, _ in dead] == [(0, len(records[0]) - 1)]
     assert dead[0][2].startswith("key: ") and "too short" in dead[0][2]
     assert offsets(pg_dsn, topic) == {p: len(r) for p, r in records.items()}
+
+
+ALL_TYPES = {"type": "record", "name": "AllTypes", "namespace": "test.types", "fields": [
+    {"name": "id", "type": "int"},
+    {"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 10,
+                               "scale": 2}},
+    {"name": "raw", "type": "bytes"},
+    {"name": "digest", "type": {"type": "fixed", "name": "Digest", "size": 4}},
+    {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+    {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    {"name": "uid", "type": {"type": "string", "logicalType": "uuid"}},
+    {"name": "ratio", "type": "float"},
+    {"name": "ok", "type": "boolean"},
+    {"name": "color", "type": {"type": "enum", "name": "Color", "symbols": ["RED", "BLUE"]}},
+    {"name": "tags", "type": {"type": "map", "values": "long"}},
+    {"name": "items", "type": {"type": "array", "items": "string"}},
+    {"name": "maybe", "type": ["null", "double"], "default": None},
+]}
+
+
+def test_every_avro_type_lands_in_its_postgres_type(
+        kafka_bootstrap: str, new_topic: Any, pg_dsn: str, registry: RegistryClient) -> None:
+    import decimal
+    topic = new_topic(1)
+    sid = registry.register(f"{topic}-value", json.dumps(ALL_TYPES))
+    at = dt.datetime(2026, 11, 27, 10, 30, 0, 123000, tzinfo=dt.timezone.utc)
+    uid = "0b6c4f7e-4f1e-4a8e-9c55-2f1d3b9a7e10"
+    records = [
+        {"id": 1, "price": decimal.Decimal("12345678.90"), "raw": b"\x00\xffab",
+         "digest": b"\x01\x02\x03\x04", "day": dt.date(2026, 2, 28), "at": at, "uid": uid,
+         "ratio": 0.5, "ok": True, "color": "BLUE", "tags": {"a": 1, "b": -2},
+         "items": ["x", "ü"], "maybe": 1.25},
+        {"id": 2, "price": decimal.Decimal("-0.01"), "raw": b"", "digest": b"\x00\x00\x00\x00",
+         "day": dt.date(1970, 1, 1), "at": at, "uid": uid, "ratio": -1.0, "ok": False,
+         "color": "RED", "tags": {}, "items": [], "maybe": None},
+    ]
+    send(kafka_bootstrap, topic, [framed(sid, ALL_TYPES, r) for r in records])
+    summary = Pipeline(load_config(avro_run(topic, pg_dsn, "all_types"))).run()
+    assert summary.ok and summary.rows == 2, summary.errors
+    with psycopg.connect(pg_dsn) as conn:
+        types = dict(conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = 'all_types'").fetchall())
+        got = conn.execute("SELECT id, price, raw, digest, day, at, uid::text, ratio, ok, color, "
+                           "tags, items, maybe FROM all_types ORDER BY id").fetchall()
+    assert types == {"id": "bigint", "price": "numeric", "raw": "bytea", "digest": "bytea",
+                     "day": "date", "at": "timestamp with time zone", "uid": "uuid",
+                     "ratio": "double precision", "ok": "boolean", "color": "text",
+                     "tags": "jsonb", "items": "jsonb", "maybe": "double precision"}
+    assert got == [
+        (1, decimal.Decimal("12345678.90"), b"\x00\xffab", b"\x01\x02\x03\x04",
+         dt.date(2026, 2, 28), at, uid, 0.5, True, "BLUE", {"a": 1, "b": -2}, ["x", "ü"], 1.25),
+        (2, decimal.Decimal("-0.01"), b"", b"\x00\x00\x00\x00", dt.date(1970, 1, 1), at, uid,
+         -1.0, False, "RED", {}, [], None),
+    ]
