@@ -1,7 +1,9 @@
 """Decode rates per core of the record formats, on the same standard events, in one process:
 today's JSON path (veltrix_ray.batch.decode.Decoder), fastavro's schemaless_reader per
-record (the pure-Python Avro baseline, to dicts only) and veltrix_codec (Avro in the
-Confluent wire format to Arrow columns, RecordBatch included).
+record (the pure-Python Avro baseline, to dicts only), veltrix_codec (Avro in the
+Confluent wire format to Arrow columns, RecordBatch included), and Protobuf (the same events
+from `produce --format protobuf`) through ProtobufDecoder's Rust path and its Python (upb)
+path, both to Arrow columns and a RecordBatch.
 
     .venv/bin/python benchmarks/formats.py [--events 100000] [--rounds 5]
 
@@ -24,9 +26,10 @@ import pyarrow as pa
 from veltrix_codec import AvroDecoder
 
 from veltrix_ray.batch.decode import Decoder
+from veltrix_ray.batch.protobuf import ProtobufDecoder
 from veltrix_ray.batch.schema import Column, arrow_schema
 from veltrix_ray.contracts import Fetched
-from veltrix_ray.produce import KINDS, generate
+from veltrix_ray.produce import KINDS, generate, schema_text
 
 COLUMNS = [
     Column("event_id", "string", False),
@@ -110,6 +113,19 @@ def codec_path(values: list[bytes]) -> Callable[[], int]:
     return run
 
 
+def protobuf_path(values: list[bytes], native: bool) -> Callable[[], int]:
+    decoder = ProtobufDecoder([(c.name, c.type, c.nullable) for c in COLUMNS], native=native)
+    decoder.add_schema(SCHEMA_ID, schema_text("protobuf"))
+    assert decoder.native(SCHEMA_ID) == native
+    schema = arrow_schema(COLUMNS)
+
+    def run() -> int:
+        good, bad, arrays = decoder.decode(values)
+        assert not bad, bad[:3]
+        return pa.RecordBatch.from_arrays(arrays, schema=schema).num_rows
+    return run
+
+
 def rate(run: Callable[[], int], events: int, rounds: int) -> float:
     rates = []
     for _ in range(rounds):
@@ -127,12 +143,17 @@ def main() -> None:
     args = ap.parse_args()
     json_values = [r.value for r in generate(args.events, seed=11)]
     avro = avro_values(json_values)
+    proto = [r.value for r in generate(args.events, seed=11, format="protobuf",
+                                       schema_id=SCHEMA_ID)]
     print(f"{args.events} standard events: JSON {sum(map(len, json_values)) / args.events:.0f} "
-          f"bytes each, Avro {sum(map(len, avro)) / args.events:.0f}")
+          f"bytes each, Avro {sum(map(len, avro)) / args.events:.0f}, "
+          f"Protobuf {sum(map(len, proto)) / args.events:.0f}")
     paths = {
         "json (msgspec Decoder)": json_path(json_values),
         "avro fastavro per record": fastavro_path(avro),
         "avro veltrix_codec": codec_path(avro),
+        "protobuf python (upb)": protobuf_path(proto, native=False),
+        "protobuf veltrix_codec": protobuf_path(proto, native=True),
     }
     base = None
     for name, run in paths.items():

@@ -1,9 +1,10 @@
-//! veltrix_codec: Avro in the Confluent wire format (magic 0, big-endian schema id, datum)
-//! decoded straight into Arrow-layout column buffers.
+//! veltrix_codec: Avro and Protobuf in the Confluent wire format (magic 0, big-endian schema
+//! id, [message indexes,] payload) decoded straight into Arrow-layout column buffers.
 
 mod columns;
 mod json;
 mod plan;
+mod protobuf;
 mod reader;
 mod schema;
 
@@ -226,16 +227,9 @@ struct AvroDecoder {
 impl AvroDecoder {
     #[new]
     fn new(columns: Vec<(String, String, bool)>) -> PyResult<Self> {
-        let mut cols = Vec::with_capacity(columns.len());
-        for (name, kind, nullable) in columns {
-            let k = Kind::parse(&kind).ok_or_else(|| {
-                PyValueError::new_err(format!("column `{name}`: unknown type `{kind}`"))
-            })?;
-            cols.push(Column::new(name, k, nullable));
-        }
         Ok(AvroDecoder {
             inner: Decoder {
-                columns: cols,
+                columns: parse_columns(columns)?,
                 plans: HashMap::new(),
             },
         })
@@ -267,21 +261,93 @@ impl AvroDecoder {
             unsafe { inner.run(&ptrs.0) }
         });
         drop(items);
-        let bytes = |b: Option<&[u8]>| b.map(|b| PyBytes::new(py, b));
-        let mut buffers = Vec::with_capacity(self.inner.columns.len());
-        for c in &mut self.inner.columns {
-            let (validity, offsets, data) = c.buffers();
-            buffers.push(PyTuple::new(
-                py,
-                [
-                    bytes(validity).into_pyobject(py)?.into_any(),
-                    bytes(offsets).into_pyobject(py)?.into_any(),
-                    PyBytes::new(py, data).into_any(),
-                ],
-            )?);
-            c.clear();
-        }
-        Ok((out.good, out.bad, buffers))
+        Ok((out.good, out.bad, take_buffers(py, &mut self.inner.columns)?))
+    }
+}
+
+/// (validity, offsets, data) of each column as bytes; the columns start again empty.
+fn take_buffers<'py>(py: Python<'py>, columns: &mut [Column]) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+    let bytes = |b: Option<&[u8]>| b.map(|b| PyBytes::new(py, b));
+    let mut buffers = Vec::with_capacity(columns.len());
+    for c in columns {
+        let (validity, offsets, data) = c.buffers();
+        buffers.push(PyTuple::new(
+            py,
+            [
+                bytes(validity).into_pyobject(py)?.into_any(),
+                bytes(offsets).into_pyobject(py)?.into_any(),
+                PyBytes::new(py, data).into_any(),
+            ],
+        )?);
+        c.clear();
+    }
+    Ok(buffers)
+}
+
+fn parse_columns(columns: Vec<(String, String, bool)>) -> PyResult<Vec<Column>> {
+    let mut cols = Vec::with_capacity(columns.len());
+    for (name, kind, nullable) in columns {
+        let k = Kind::parse(&kind).ok_or_else(|| {
+            PyValueError::new_err(format!("column `{name}`: unknown type `{kind}`"))
+        })?;
+        cols.push(Column::new(name, k, nullable));
+    }
+    Ok(cols)
+}
+
+/// Decodes Protobuf values in the Confluent wire format into Arrow column buffers, from
+/// plans that veltrix_ray.batch.protobuf makes of the compiled schemas.
+#[pyclass(module = "veltrix_codec")]
+struct ProtobufDecoder {
+    inner: protobuf::ProtoDecoder,
+}
+
+#[pymethods]
+impl ProtobufDecoder {
+    #[new]
+    fn new(columns: Vec<(String, String, bool)>) -> PyResult<Self> {
+        Ok(ProtobufDecoder {
+            inner: protobuf::ProtoDecoder {
+                columns: parse_columns(columns)?,
+                schemas: HashMap::new(),
+            },
+        })
+    }
+
+    /// The plan of one schema id: its message types, enums, and per message-index path the
+    /// message and each column's operation (or the error of every record with that path).
+    fn add_schema(
+        &mut self,
+        schema_id: u32,
+        messages: Vec<protobuf::MessagePlan>,
+        enums: Vec<protobuf::EnumPlan>,
+        targets: Vec<protobuf::TargetPlan>,
+    ) -> PyResult<()> {
+        let proto = protobuf::Proto::new(messages, enums, targets, self.inner.columns.len())
+            .map_err(|e| PyValueError::new_err(format!("schema id {schema_id}: bad plan: {e}")))?;
+        self.inner.schemas.insert(schema_id, proto);
+        Ok(())
+    }
+
+    fn has(&self, schema_id: u32) -> bool {
+        self.inner.schemas.contains_key(&schema_id)
+    }
+
+    /// -> (positions decoded, [(position, error)], [(validity, offsets, data)] per column)
+    fn decode<'py>(
+        &mut self,
+        py: Python<'py>,
+        values: &Bound<'py, PyAny>,
+    ) -> PyResult<Decoded<'py>> {
+        let (items, ptrs) = gather(values)?;
+        let inner = &mut self.inner;
+        let out = py.detach(move || {
+            let ptrs = ptrs;
+            // SAFETY: `items` keeps every value alive until after this section
+            unsafe { inner.run(&ptrs.0) }
+        });
+        drop(items);
+        Ok((out.good, out.bad, take_buffers(py, &mut self.inner.columns)?))
     }
 }
 
@@ -307,6 +373,7 @@ fn schema_ids(values: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
 #[pymodule]
 fn veltrix_codec(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<AvroDecoder>()?;
+    m.add_class::<ProtobufDecoder>()?;
     m.add_function(wrap_pyfunction!(schema_ids, m)?)?;
     Ok(())
 }

@@ -311,3 +311,143 @@ def test_standard_event_proto_fits_the_standard_columns() -> None:
         "event_id": UUID, "ts": dt.datetime(2026, 1, 1, 0, 0, 0, 258, tzinfo=dt.timezone.utc),
         "user_id": 1_004_475, "kind": "view", "amount": 12.5, "country": "IN",
         "payload": '{"page":"/p/63","ab":"B","items":[318234]}'}
+
+
+def test_both_paths_take_the_test_schemas(decoder) -> None:
+    assert decoder.native(SCHEMA_ID)
+    text = (resources.files("veltrix_ray") / "formats" / "standard_event.proto").read_text()
+    d = ProtobufDecoder([("kind", "string", False)])
+    d.add_schema(5, text)
+    assert d.native(5)
+    assert not ProtobufDecoder([("kind", "string", False)], native=False).native(5)
+
+
+DOC = """
+syntax = "proto3";
+package d;
+import "google/protobuf/duration.proto";
+import "google/protobuf/empty.proto";
+import "google/protobuf/struct.proto";
+import "google/protobuf/timestamp.proto";
+import "google/protobuf/wrappers.proto";
+enum E { E0 = 0; E1 = 1; }
+message Leaf { int32 a = 1; double x = 2; repeated E es = 3; bytes b = 4; float f = 5; }
+message Doc {
+  oneof choice { string cs = 1; Leaf cl = 2; int64 ci = 3; }
+  map<string, Leaf> leaves = 4; map<int32, string> names = 5; map<bool, E> flags = 6;
+  repeated Leaf list = 7; repeated sint64 big = 8 [packed = false]; repeated fixed64 fx = 9;
+  google.protobuf.Duration dur = 10; google.protobuf.Int64Value w = 11;
+  google.protobuf.FloatValue fw = 12; google.protobuf.Value v = 13;
+  google.protobuf.ListValue lv = 14; google.protobuf.Empty e = 15; Leaf leaf = 16;
+  optional double od = 17; repeated double ds = 18; uint64 u = 19;
+  google.protobuf.Timestamp ts = 20; google.protobuf.BytesValue bw = 21; Doc child = 22;
+  E en = 23;
+}
+"""
+DOC_COLS = [("cs", "string", True), ("ci", "int64", True), ("u", "int64", False),
+            ("od", "float64", True), ("w", "int64", True), ("ts", "timestamp", True),
+            ("fw", "float64", True), ("en", "string", False)] + [
+    (n, "json", True) for n in ("cl", "leaves", "names", "flags", "list", "big", "fx", "dur",
+                                "v", "lv", "e", "leaf", "ds", "ts", "bw", "child", "w", "fw")]
+
+
+def random_doc(cls: type, rng: random.Random, depth: int = 0):  # type: ignore[no-untyped-def]
+    d = cls()
+    floats = [0.0, -0.0, 0.1, 2.5, 1e16, 1e-7, 123456.789, float("nan"), float("inf"), -1e300]
+
+    def leaf(target) -> None:  # type: ignore[no-untyped-def]
+        target.a = rng.choice([0, -1, 2**31 - 1])
+        target.x = rng.choice(floats)
+        target.es.extend(rng.choice([0, 1, 5]) for _ in range(rng.randrange(3)))
+        target.b = bytes(rng.randrange(256) for _ in range(rng.randrange(5)))
+        target.f = rng.choice([0.0, 0.1, 3.4e38, 1e-40])
+    choice = rng.randrange(4)
+    if choice == 0:
+        d.cs = rng.choice(["", "x", "é\u2028\n\"\\"])
+    elif choice == 1:
+        leaf(d.cl)
+    elif choice == 2:
+        d.ci = rng.choice([0, -(2**63), 2**53 + 1])
+    for _ in range(rng.randrange(3)):
+        leaf(d.leaves[rng.choice(["k", "", "ü"])])
+    for _ in range(rng.randrange(3)):
+        d.names[rng.choice([-5, 0, 7])] = rng.choice(["a", "b\t"])
+    if rng.random() < 0.5:
+        d.flags[rng.random() < 0.5] = rng.choice([0, 1, 9])
+    for _ in range(rng.randrange(3)):
+        leaf(d.list.add())
+    d.big.extend(rng.choice([0, -1, 2**62, -(2**63), 2**53 + 1]) for _ in range(rng.randrange(4)))
+    d.fx.extend(rng.choice([0, 2**64 - 1, 2**53]) for _ in range(rng.randrange(3)))
+    if rng.random() < 0.5:
+        d.dur.seconds, d.dur.nanos = rng.choice([(0, 0), (-3, -500_000_000), (1, 1000), (5, 7)])
+    if rng.random() < 0.5:
+        d.w.value = rng.choice([0, 2**60 + 1, -2])
+    if rng.random() < 0.5:
+        d.fw.value = rng.choice([0.0, 0.1, float("inf")])
+    if rng.random() < 0.5:
+        d.v.struct_value.update({"n": rng.choice([1.0, 2.5, 2**60, 1e300]), "s": "t",
+                                 "l": [None, True, {"z": []}]})
+    elif rng.random() < 0.3:
+        d.v.number_value = rng.choice([float("inf"), 3.0])
+    if rng.random() < 0.5:
+        d.lv.extend([1, "two", False, None])
+    if rng.random() < 0.3:
+        d.e.SetInParent()
+    if rng.random() < 0.5:
+        leaf(d.leaf)
+    if rng.random() < 0.5:
+        d.od = rng.choice(floats)
+    d.ds.extend(rng.choice(floats) for _ in range(rng.randrange(3)))
+    d.u = rng.choice([0, 5, 2**63, 2**64 - 1])
+    if rng.random() < 0.5:
+        d.ts.seconds, d.ts.nanos = rng.choice([(0, 0), (-62_135_596_800, 0), (1, 1_000_000),
+                                               (1_767_225_600, 258_000), (1, 7)])
+    if rng.random() < 0.3:
+        d.bw.value = rng.choice([b"", b"\x00\xfe\xff"])
+    if depth < 2 and rng.random() < 0.3:
+        d.child.CopyFrom(random_doc(cls, rng, depth + 1))
+    d.en = rng.choice([0, 1, 3])
+    return d
+
+
+def same_result(values: list[bytes | None], schema: str, cols, refs=None) -> int:  # type: ignore[no-untyped-def]
+    results = []
+    for native in (True, False):
+        d = ProtobufDecoder(cols, native=native)
+        d.add_schema(9, schema, refs)
+        assert d.native(9) == native
+        results.append(d.decode(values))
+    (ok, errors, arrays), (ok_py, errors_py, arrays_py) = results
+    assert ok == ok_py
+
+    def reason(e: str) -> str:  # the parser's own words after the message name differ
+        return e.split(":")[0] if e.startswith("payload does not parse") else e
+    assert [(p, reason(e)) for p, e in errors] == [(p, reason(e)) for p, e in errors_py]
+    for (name, kind, _), a, b in zip(cols, arrays, arrays_py, strict=True):
+        if kind == "json":  # map and Struct keys come in no set order
+            assert [None if v is None else json.loads(v) for v in a.to_pylist()] == [
+                None if v is None else json.loads(v) for v in b.to_pylist()], name
+            nan = [v is not None and "NaN" in v for v in a.to_pylist()]
+            assert nan == [v is not None and "NaN" in v for v in b.to_pylist()], name
+        else:
+            assert a.type == b.type and a.null_count == b.null_count, name
+            assert [repr(v) for v in a.to_pylist()] == [repr(v) for v in b.to_pylist()], name
+    return len(ok)
+
+
+def test_rust_and_python_paths_agree() -> None:
+    rng = random.Random(7)
+    cls = message_factory.GetMessageClass(_compile(9, DOC, {}).top[1])
+    docs = [random_doc(cls, rng).SerializeToString() for _ in range(400)]
+    h = header(9, (1,))
+    values: list[bytes | None] = [h + d for d in docs]
+    values += [h + a + b for a, b in zip(docs, docs[1:], strict=False)]  # merged messages
+    values += [bytearray_flip(h + d, rng) for d in docs if d]
+    values += [(h + d)[:rng.randrange(len(h) + len(d) + 1)] for d in docs]
+    values += [h + b"\x0a\x01x" + b"\x12\x02\x08\x01" + b"\x12\x02\x10\x01",  # oneof: cl merges
+               h + b"\x12\x02\x08\x01\x0a\x00\x18\x05",  # oneof: the last member wins
+               h + b"\x42\x03\x02\x04\x06" + b"\x40\x01",  # sint64 packed, then unpacked
+               h + b"\x22\x05\x0a\x01k\x12\x00" + b"\x22\x07\x0a\x01k\x12\x02\x08\x03",
+               h + b"\x0b\x0c", h + b"\x0b\x08\x01\x0c",  # an unknown group, a field in it
+               h + b"\xb2\x01\x02\xb2\x01"]  # child nested in itself, truncated
+    assert same_result(values, DOC, DOC_COLS) > 300

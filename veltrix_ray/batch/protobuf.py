@@ -12,8 +12,15 @@ google/protobuf/*.proto come with protoc; google/type/{date,decimal}.proto and
 confluent/{meta,type/decimal}.proto, which Confluent serializers do not register as references,
 are built in.
 
-Records are parsed one by one with upb; columns are then filled field by field over the parsed
-messages. Presence: proto3 scalars without ``optional`` read their default (0, "") - never null;
+Records are decoded by veltrix_codec's ProtobufDecoder (Rust) from a plan made here of the
+compiled descriptors: every message type the schema reaches, its fields, and per message-index
+path each column's operation. Schemas that reach a type the plan does not cover (Any,
+FieldMask, other google.protobuf types than Timestamp, Duration, the wrappers, Empty and
+Struct/Value/ListValue; proto2 groups), or a missing extension, take the Python path, logged:
+records parsed one by one with upb, columns then filled field by field over the parsed
+messages. Both paths give the same arrays and the same errors (tests run both).
+
+Presence: proto3 scalars without ``optional`` read their default (0, "") - never null;
 ``optional`` and oneof scalars, message fields (wrappers, Timestamp, ...) and fields the
 writer's message lacks are null when absent, and a record with a null for a non-nullable column
 is an error. Repeated and map fields are never null (``[]``, ``{}``).
@@ -31,6 +38,7 @@ import base64
 import datetime as dt
 import decimal
 import gc
+import logging
 import math
 import os
 import re
@@ -50,6 +58,19 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format, messag
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.internal.type_checkers import ToShortestFloat
 from google.protobuf.message import DecodeError, Message
+
+
+def _codec() -> Any:
+    """veltrix_codec, or None when not built (the Python path then decodes everything)."""
+    try:
+        import veltrix_codec
+    except ImportError:
+        return None
+    return veltrix_codec
+
+
+veltrix_codec = _codec()
+log = logging.getLogger(__name__)
 
 ARROW_TYPES: dict[str, pa.DataType] = {
     "int64": pa.int64(),
@@ -105,6 +126,9 @@ _DATE = "google.type.Date"
 _DECIMALS = frozenset({"google.type.Decimal", "confluent.type.Decimal"})
 _STRUCTS = frozenset({"google.protobuf.Struct", "google.protobuf.Value",
                       "google.protobuf.ListValue"})
+# google.protobuf types the Rust plan covers (others, such as Any, take the Python path)
+_NATIVE_WKT = _WRAPPERS | _STRUCTS | {_TIMESTAMP, "google.protobuf.Duration",
+                                       "google.protobuf.Empty"}
 _INT64_MAX = 2**63 - 1
 _TS_SECONDS = (-62_135_596_800, 253_402_300_799)  # 0001-01-01 .. 9999-12-31, as protobuf says
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
@@ -193,15 +217,22 @@ class _Schema:
 
 
 class ProtobufDecoder:
-    """Decodes Confluent Protobuf values into one Arrow array per column."""
+    """Decodes Confluent Protobuf values into one Arrow array per column; ``native=False``
+    keeps every schema on the Python path (for comparisons)."""
 
-    def __init__(self, columns: Sequence[tuple[str, str, bool]]) -> None:
+    def __init__(self, columns: Sequence[tuple[str, str, bool]], native: bool = True) -> None:
         self.columns = [(str(n), str(k), bool(null)) for n, k, null in columns]
         for name, kind, _ in self.columns:
             if kind not in ARROW_TYPES:
                 raise ValueError(f"column {name!r}: unknown kind {kind!r}")
         self._schemas: dict[int, _Schema] = {}
         self._plans: dict[tuple[int, tuple[int, ...]], _Plan | str] = {}
+        self._native = (veltrix_codec.ProtobufDecoder(self.columns)
+                        if native and veltrix_codec is not None else None)
+        self._python_ids: set[int] = set()  # schemas the native decoder does not take
+        if native and veltrix_codec is None:
+            log.warning("veltrix_codec is not installed: Protobuf records are decoded in "
+                        "Python, several times slower (run `make` or `pip install ./native`)")
 
     def add_schema(self, schema_id: int, proto_text: str,
                    references: dict[str, str] | None = None) -> None:
@@ -213,11 +244,22 @@ class ProtobufDecoder:
         if not schema.top:
             raise ValueError(f"schema id {schema_id} defines no message")
         plan = _plan(schema.top[0], self.columns)  # raises for a field that does not fit
+        if self._native is not None:
+            try:
+                self._native.add_schema(schema_id, *_native_plan(schema_id, schema,
+                                                                 self.columns))
+            except _Unsupported as e:
+                log.info("schema id %s: decoded in Python (%s)", schema_id, e)
+                self._python_ids.add(schema_id)
         self._schemas[schema_id] = schema
         self._plans[schema_id, (0,)] = plan
 
     def has(self, schema_id: int) -> bool:
         return schema_id in self._schemas
+
+    def native(self, schema_id: int) -> bool:
+        """Whether records of the schema are decoded by veltrix_codec (Rust)."""
+        return self._native is not None and schema_id not in self._python_ids
 
     def fields(self, schema_id: int,
                index_path: tuple[int, ...] = (0,)) -> list[tuple[str, str, bool]]:
@@ -231,6 +273,40 @@ class ProtobufDecoder:
     def decode(self, values: Sequence[bytes | None]) -> tuple[list[int], Errors, list[pa.Array]]:
         """(positions decoded, in order; (position, error) per bad record; one array per
         column, of the decoded records)."""
+        if self._native is None:
+            return self._decode_python(values)
+        if not self._python_ids:
+            return self._decode_native(values)
+        python_ids = self._python_ids
+        ids = veltrix_codec.schema_ids(values)
+        mine = [i for i, schema_id in enumerate(ids) if schema_id in python_ids]
+        if not mine:
+            return self._decode_native(values)
+        mine_set = set(mine)
+        rest = [i for i in range(len(values)) if i not in mine_set]
+        parts = [(part, decode([values[i] for i in part]))
+                 for part, decode in ((mine, self._decode_python), (rest, self._decode_native))]
+        positions = [part[i] for part, (ok, _, _) in parts for i in ok]
+        errors = sorted((part[i], e) for part, (_, errs, _) in parts for i, e in errs)
+        order = pa.array(sorted(range(len(positions)), key=positions.__getitem__), pa.int64())
+        arrays = [pa.concat_arrays([a, b]).take(order)
+                  for a, b in zip(parts[0][1][2], parts[1][1][2], strict=True)]
+        return sorted(positions), errors, arrays
+
+    def _decode_native(self, values: Sequence[bytes | None]
+                       ) -> tuple[list[int], Errors, list[pa.Array]]:
+        assert self._native is not None
+        ok, errors, buffers = self._native.decode(values)
+        n = len(ok)
+        arrays = []
+        for (_, kind, _), (validity, offsets, data) in zip(self.columns, buffers, strict=True):
+            parts = [validity, data] if offsets is None else [validity, offsets, data]
+            arrays.append(pa.Array.from_buffers(
+                ARROW_TYPES[kind], n, [None if b is None else pa.py_buffer(b) for b in parts]))
+        return ok, errors, arrays
+
+    def _decode_python(self, values: Sequence[bytes | None]
+                       ) -> tuple[list[int], Errors, list[pa.Array]]:
         collecting = gc.isenabled()
         gc.disable()  # parsed messages hold no cycles; passes over them cost a third again
         try:
@@ -435,8 +511,36 @@ def _missing(column: str, nullable: bool, message: str) -> Extract:
     return extract
 
 
+def _op(f: FieldDescriptor, column: str, kind: str) -> str:
+    """How a column takes field ``f``: json, scalar, wrapper, timestamp, date or decimal;
+    ValueError if the field cannot go there."""
+    where = f"field {f.containing_type.full_name}.{f.name}"
+    if _is_repeated(f) or kind == "json":
+        if kind != "json":
+            raise ValueError(f"{where} ({_describe(f)}) cannot go into column {column} ({kind}): "
+                             "a repeated or map field goes into a json column")
+        return "json"
+    msg_name = _message_name(f)
+    if msg_name is None:
+        _scalar_fits(f, column, kind, where)
+        return "scalar"
+    if msg_name in _WRAPPERS:
+        _scalar_fits(f.message_type.fields_by_name["value"], column, kind, where)
+        return "wrapper"
+    for op, names in (("timestamp", {_TIMESTAMP}), ("date", {_DATE}), ("decimal", _DECIMALS)):
+        if kind == op and msg_name in names:
+            return op
+    raise ValueError(f"{where} ({_describe(f)}) cannot go into column {column} ({kind})")
+
+
+def _scalar_fits(f: FieldDescriptor, column: str, kind: str, where: str) -> None:
+    if kind not in _SCALAR_KINDS[f.type]:
+        raise ValueError(f"{where} ({_describe(f)}) cannot go into column {column} ({kind})")
+
+
 def _column(f: FieldDescriptor, column: str, kind: str, nullable: bool) -> Extract:
     """The extractor of a column from field ``f``, or ValueError if the field cannot go there."""
+    op = _op(f, column, kind)
     where = f"field {f.containing_type.full_name}.{f.name}"
     get = attrgetter(f.name)
     name = f.name
@@ -447,13 +551,9 @@ def _column(f: FieldDescriptor, column: str, kind: str, nullable: bool) -> Extra
             values[i] = None
         return [] if nullable else [(i, absent) for i in null_rows]
 
-    if _is_repeated(f) or kind == "json":
-        if kind != "json":
-            raise ValueError(f"{where} ({_describe(f)}) cannot go into column {column} ({kind}): "
-                             "a repeated or map field goes into a json column")
+    if op == "json":
         return _json_column(f, column, nulls)
-    msg_name = _message_name(f)
-    if msg_name is None:  # a scalar
+    if op == "scalar":
         convert = _converter(f, column, kind, where)
         default = f.default_value
         present = f.has_presence
@@ -466,8 +566,7 @@ def _column(f: FieldDescriptor, column: str, kind: str, nullable: bool) -> Extra
                                         if v == default and not msgs[i].HasField(name)])
             return values, errors + convert(values)
         return scalar
-    sub: FieldDescriptor | None = None
-    if msg_name in _WRAPPERS:
+    if op == "wrapper":
         sub = f.message_type.fields_by_name["value"]
         convert = _converter(sub, column, kind, where)
         inner = attrgetter(f"{name}.value")
@@ -481,13 +580,81 @@ def _column(f: FieldDescriptor, column: str, kind: str, nullable: bool) -> Extra
                                         if v == inner_default and not msgs[i].HasField(name)])
             return values, errors + convert(values)
         return wrapper
-    if kind == "timestamp" and msg_name == _TIMESTAMP:
+    if op == "timestamp":
         return _timestamp_column(f, column, nulls)
-    if kind == "date" and msg_name == _DATE:
+    if op == "date":
         return _date_column(f, column, nulls)
-    if kind == "decimal" and msg_name in _DECIMALS:
-        return _decimal_message_column(f, column, nulls)
-    raise ValueError(f"{where} ({_describe(f)}) cannot go into column {column} ({kind})")
+    return _decimal_message_column(f, column, nulls)
+
+
+class _Unsupported(Exception):
+    """A schema the native plan does not cover: its records take the Python path."""
+
+
+Plan = tuple[list[Any], list[Any], list[Any]]
+"""veltrix_codec.ProtobufDecoder.add_schema's arguments after the schema id."""
+
+
+def _native_plan(schema_id: int, schema: _Schema, columns: list[tuple[str, str, bool]]) -> Plan:
+    """The plan of veltrix_codec's decoder: every message type reachable from the schema's
+    messages, its enums, and per message-index path the column operations (or the error every
+    record with that path gets)."""
+    messages: list[Any] = []
+    enums: list[Any] = []
+    msg_index: dict[str, int] = {}
+    enum_index: dict[str, int] = {}
+
+    def enum(e: Any) -> int:
+        if e.full_name not in enum_index:
+            enum_index[e.full_name] = len(enums)
+            enums.append((e.full_name, [(v.number, v.name) for v in e.values],
+                          bool(getattr(e, "is_closed", False))))
+        return enum_index[e.full_name]
+
+    def message(desc: Descriptor) -> int:
+        name = desc.full_name
+        if name in msg_index:
+            return msg_index[name]
+        outer = desc
+        while outer.containing_type is not None:  # Struct.FieldsEntry: as Struct
+            outer = outer.containing_type
+        if desc.file.package == "google.protobuf" and outer.full_name not in _NATIVE_WKT:
+            raise _Unsupported(f"it uses {name}")
+        msg_index[name] = len(messages)
+        messages.append(None)
+        fields = []
+        for f in desc.fields:
+            if f.type == _T.TYPE_GROUP:
+                raise _Unsupported(f"field {name}.{f.name} is a group")
+            oneof = f.containing_oneof
+            fields.append((
+                f.number, f.name, f.type, _is_repeated(f), bool(f.has_presence),
+                -1 if oneof is None else oneof.index,
+                message(f.message_type) if f.cpp_type == _T.CPPTYPE_MESSAGE else -1,
+                enum(f.enum_type) if f.type == _T.TYPE_ENUM else -1))
+        messages[msg_index[name]] = (name, bool(desc.GetOptions().map_entry), fields)
+        return msg_index[name]
+
+    targets: list[Any] = []
+    paths: list[tuple[tuple[int, ...], Descriptor]] = [((i,), d) for i, d in enumerate(schema.top)]
+    while paths:
+        path, desc = paths.pop()
+        paths.extend((path + (i,), d) for i, d in enumerate(desc.nested_types))
+        ops: list[tuple[str, int, str]] = []
+        try:
+            for column, kind, _ in columns:
+                f = desc.fields_by_name.get(column)
+                if f is None:
+                    ops.append(("missing", -1, ""))
+                else:
+                    ops.append((_op(f, column, kind), f.index,
+                                f"field {desc.full_name}.{f.name}"))
+        except ValueError as e:
+            targets.append((list(path), -1, [], f"schema id {schema_id}, message index path "
+                                                 f"{list(path)}: {e}"))
+            continue
+        targets.append((list(path), message(desc), ops, ""))
+    return messages, enums, targets
 
 
 def _describe(f: FieldDescriptor) -> str:
@@ -521,8 +688,9 @@ def _converter(f: FieldDescriptor, column: str, kind: str,
         # float32 values as their shortest text reads them (0.1f -> 0.1), as protobuf's JSON does
         to_float = ToShortestFloat if t == _T.TYPE_FLOAT else float
 
-        def floats(values: list[Any]) -> Errors:
-            values[:] = [None if v is None else to_float(v) for v in values]
+        def floats(values: list[Any]) -> Errors:  # ToShortestFloat(inf) never returns
+            values[:] = [v if v is None or not math.isfinite(v) else to_float(v)
+                         for v in values]
             return []
         return floats
     if kind == "string" and t == _T.TYPE_ENUM:
@@ -655,7 +823,12 @@ def _decimal_message_column(f: FieldDescriptor, column: str, nulls: NullFill) ->
     def extract(msgs: list[Any]) -> tuple[list[Any], Errors]:
         values: list[Any] = []
         errors: Errors = []
+        absent = [i for i, m in enumerate(msgs) if not m.HasField(name)]
+        skip = set(absent)
         for i, d in enumerate(map(get, msgs)):
+            if i in skip:
+                values.append(None)
+                continue
             try:
                 if confluent:
                     digits = decimal.Decimal(int.from_bytes(d.value, "big", signed=True))
@@ -666,7 +839,6 @@ def _decimal_message_column(f: FieldDescriptor, column: str, nulls: NullFill) ->
             except ValueError as e:
                 values.append(None)
                 errors.append((i, f"column {column}: {e}"))
-        absent = [i for i, m in enumerate(msgs) if not m.HasField(name)]
         return values, nulls(values, absent) + errors
     return extract
 
@@ -795,6 +967,8 @@ def _message_json(desc: Descriptor, memo: Memo) -> Many:
     parts: list[tuple[attrgetter[Any], Many, str | None]] = []
 
     def convert(rows: list[Any]) -> list[Any]:
+        if not rows:  # a recursive type's fields would recurse without end
+            return []
         columns = []
         for get, many, presence in parts:
             values = list(map(get, rows))
