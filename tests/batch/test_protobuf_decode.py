@@ -7,7 +7,7 @@ from importlib import resources
 
 import pyarrow as pa
 import pytest
-from google.protobuf import message_factory
+from google.protobuf import message_factory, timestamp_pb2
 
 from veltrix_ray.batch.protobuf import ProtobufDecoder, _compile, message_indexes
 
@@ -451,3 +451,29 @@ def test_rust_and_python_paths_agree() -> None:
                h + b"\x0b\x0c", h + b"\x0b\x08\x01\x0c",  # an unknown group, a field in it
                h + b"\xb2\x01\x02\xb2\x01"]  # child nested in itself, truncated
     assert same_result(values, DOC, DOC_COLS) > 300
+
+
+def test_a_schema_with_any_keeps_the_python_path_in_a_mixed_batch(classes) -> None:
+    any_proto = ('syntax = "proto3"; package a; import "google/protobuf/any.proto"; '
+                 "message Row { string s = 1; google.protobuf.Any extra = 2; }")
+    cols = [("s", "string", False), ("extra", "json", True)]
+    d = ProtobufDecoder(cols)
+    d.add_schema(SCHEMA_ID, PROTO, {"inner.proto": INNER})
+    d.add_schema(3, any_proto)
+    assert d.native(SCHEMA_ID) and not d.native(3)
+    row = _compile(3, any_proto, {}).top[0]
+    any_row = message_factory.GetMessageClass(row)(s="any")
+    any_row.extra.Pack(timestamp_pb2.Timestamp(seconds=1))
+    ok, errors, arrays = d.decode([
+        header(3) + any_row.SerializeToString(),
+        header() + classes["Row"](s="native").SerializeToString(),
+        header(3) + b"\x07",
+        header() + classes["Row"](s="second").SerializeToString(),
+        header(3) + message_factory.GetMessageClass(row)(s="plain").SerializeToString(),
+    ])
+    assert ok == [0, 1, 3, 4]
+    assert [p for p, _ in errors] == [2]
+    assert arrays[0].to_pylist() == ["any", "native", "second", "plain"]
+    assert arrays[1].to_pylist()[1:] == [None, None, None]
+    assert json.loads(arrays[1][0].as_py()) == {
+        "@type": "type.googleapis.com/google.protobuf.Timestamp", "value": "1970-01-01T00:00:01Z"}
