@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -70,7 +71,8 @@ def test_run_attaches_to_the_stack_ray_and_down_stops_it(
         print(f"run on the stack's Ray: {elapsed:.1f}s")
         # the run's workers lived in the head and left with the run
         assert cli.main(["local", "status", "--state-dir", str(state)]) == 0
-        assert f"ray       running (pid {head.pid()})" in capsys.readouterr().out
+        assert re.search(rf"^ray +running \(pid {head.pid()}\)", capsys.readouterr().out,
+                         re.MULTILINE)
     finally:
         stack.down()
     head = stack.ray_head()
