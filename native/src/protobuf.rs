@@ -910,6 +910,10 @@ fn scalar(s: &Schema, f: &FieldDef, o: Option<Occ>, c: &mut Column, w: &str) -> 
             let v = if o.is_some() { raw as i32 } else { e.first };
             text(c, e.name(v).as_bytes())
         }
+        (Kind::Uuid, Ty::String) if data.len() == 36 && crate::json::is_uuid(data) => {
+            c.data.extend(data.iter().map(u8::to_ascii_lowercase));
+            c.end_value().map_err(|e| batch_error(e, c))
+        }
         (Kind::Uuid, Ty::String) => match uuid_text(data) {
             Some(u) => text(c, &u),
             None => Err(format!(
@@ -983,9 +987,6 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 /// Canonical (lowercase, hyphenated) text of what Python's uuid.UUID reads: hex digits with
 /// hyphens anywhere, in braces, after `urn:` / `uuid:`.
 fn uuid_text(s: &[u8]) -> Option<Vec<u8>> {
-    if s.len() == 36 && crate::json::is_uuid(s) {
-        return Some(s.to_ascii_lowercase());
-    }
     let text = std::str::from_utf8(s).ok()?;
     let text = text.replace("urn:", "").replace("uuid:", "");
     let hex: Vec<u8> = text
