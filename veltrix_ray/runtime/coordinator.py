@@ -52,6 +52,44 @@ def coordinator_name(pipeline: str) -> str:
     return f"veltrix:{pipeline}"
 
 
+def initial_workers(settings: VeltrixConfig) -> int:
+    """The number of workers a run starts with: topology.workers, within the autoscaler's
+    bounds when it is on."""
+    topo = settings.topology
+    if not topo.autoscale.enabled:
+        return topo.workers
+    return min(max(topo.workers, topo.autoscale.min_workers), topo.autoscale.max_workers)
+
+
+def worker_actor(settings: VeltrixConfig, slot: int, incarnation: int, budget: Budget,
+                 schema: pa.Schema, partitions: list[int] | None = None,
+                 claims: dict[int, Claim] | None = None,
+                 stopped: dict[int, str] | None = None) -> Any:
+    """A PartitionWorker actor for partition set `slot`; without partitions it starts
+    connected and waits for `acquire`."""
+    s = settings
+    name = f"{coordinator_name(s.pipeline.name)}:w{slot}.{incarnation}"
+    spec = WorkerSpec(s, name, partitions or [], claims or {}, budget, written(schema),
+                      stopped or {}, slot)
+    options: dict[str, Any] = {
+        "name": name, "namespace": NAMESPACE, "num_cpus": s.topology.num_cpus,
+        "memory": s.topology.memory_mb * 2**20, "max_restarts": 0, "max_concurrency": 8,
+    }
+    if s.topology.placement == "SPREAD":
+        options["scheduling_strategy"] = "SPREAD"
+    return ray.remote(PartitionWorker).options(**options).remote(spec)
+
+
+def first_workers(settings: VeltrixConfig) -> list[Any]:
+    """The run's first workers, created by the driver beside the Coordinator, so that their
+    processes start (and import) while the Coordinator's starts and sets up; it hands them
+    their partitions once claimed."""
+    budget = Budget.derive(settings.topology.memory_mb, settings.topology.memory)
+    schema = output_schema(settings)
+    return [worker_actor(settings, i, 0, budget, schema)
+            for i in range(initial_workers(settings))]
+
+
 @dataclass
 class _Slot:
     """One partition set and its current worker incarnation."""
@@ -99,31 +137,37 @@ class Coordinator:
         self._steering: Steering | None = None  # veltrix_control: heartbeat, requests
         auto = settings.topology.autoscale
         self.autoscaler = Autoscaler(auto, settings.pipeline.name) if auto.enabled else None
-        self.target = settings.topology.workers  # the size asked for (config, rescale)
-        if self.autoscaler is not None:
-            self.target = min(max(self.target, auto.min_workers), auto.max_workers)
+        self.target = initial_workers(settings)  # the size asked for (config, rescale)
         self.events: deque[dict[str, Any]] = deque(maxlen=1000)  # ownership changes
         self._partition_count = 0
         self._discovered = time.monotonic()
         self._scaling: asyncio.Future[Any] | None = None  # a rescale the coordinator started
         self._converge_at = 0.0  # monotonic: the next repair of orphaned partitions
+        # the driver's first workers (actor, run ref, ready ref), until each takes its set
+        self._first: list[tuple[Any, Any, Any] | None] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def run(self) -> dict[str, Any]:
+    async def run(self, first: list[Any] | None = None) -> dict[str, Any]:
+        """`first`: workers the driver created (first_workers), without partitions yet."""
         s = self.settings
+        # connecting to Kafka while the tables are set up
+        self._first = [(actor, actor.run.remote(), actor.ready.remote()) for actor in first or ()]
         count = await self._partitions()
         self._schema = output_schema(s)
         await asyncio.to_thread(self._sink.setup, self._schema)
         self._steering = Steering(s, coordinator_name(s.pipeline.name))
         await asyncio.to_thread(self._steering.setup)
         self._baseline = await asyncio.to_thread(self._sink.totals)
+        log.debug("set up %.2fs after start; %d workers from the driver",
+                  time.time() - self.started, len(self._first))
         self._partition_count = count
         sets = assign(range(count), self.target)
         self.slots = [_Slot(i, ps) for i, ps in enumerate(sets)]
-        for slot in self.slots:
-            await self._start(slot)
         try:
+            for slot in self.slots:
+                await self._start(slot)
+            await self._drop_first()
             await self._supervise()
             self.finished = time.time()
             self._final = await asyncio.to_thread(self._sink.totals)
@@ -145,6 +189,18 @@ class Coordinator:
                               "kafka.topic.")
         return count
 
+    async def _drop_first(self) -> None:
+        """Stops the driver's workers left without a partition set (fewer partitions than
+        workers)."""
+        left, self._first = [f for f in self._first if f is not None], []
+        for actor, run_ref, _ in left:
+            try:
+                await actor.stop.remote()
+                await run_ref
+            except (RayError, VeltrixError):
+                pass
+            ray.kill(actor)
+
     async def stop(self) -> None:
         self._stopping = True
         for slot in self.slots:
@@ -163,21 +219,28 @@ class Coordinator:
             for p in slot.partitions:
                 if p in totals:
                     self._rebank(p, totals[p])
-        name = f"{coordinator_name(s.pipeline.name)}:w{slot.index}.{slot.incarnation}"
-        spec = WorkerSpec(s, name, slot.partitions, claims, self._budget, written(self._schema),
-                          self._stopped_of(slot.partitions), slot.index)
-        options: dict[str, Any] = {
-            "name": name, "namespace": NAMESPACE, "num_cpus": s.topology.num_cpus,
-            "memory": s.topology.memory_mb * 2**20, "max_restarts": 0,
-            "max_concurrency": 8,
-        }
-        if s.topology.placement == "SPREAD":
-            options["scheduling_strategy"] = "SPREAD"
-        slot.actor = ray.remote(PartitionWorker).options(**options).remote(spec)
-        slot.run_ref = slot.actor.run.remote()
-        slot.ready_ref = slot.actor.ready.remote()
         slot.last = {}
         slot.done = False
+        first = self._first[slot.index] if slot.index < len(self._first) else None
+        if first is not None and not slot.incarnation and claims:
+            slot.actor, slot.run_ref, slot.ready_ref = first
+            self._first[slot.index] = None
+            self._event("started", slot, slot.partitions)
+            try:
+                info = await slot.ready_ref
+                if info.get("status") == "running":
+                    await slot.actor.acquire.remote(claims, self._stopped_of(slot.partitions))
+                    self._event("acquired", slot, slot.partitions)
+                    log.debug("worker %d (the driver's) took partitions %s", slot.index,
+                              slot.partitions)
+            except (RayError, VeltrixError) as exc:  # its run's outcome decides (supervision)
+                log.info("worker %d could not take its partitions: %s", slot.index,
+                         str(exc).splitlines()[0])
+            return
+        slot.actor = worker_actor(s, slot.index, slot.incarnation, self._budget, self._schema,
+                                  slot.partitions, claims, self._stopped_of(slot.partitions))
+        slot.run_ref = slot.actor.run.remote()
+        slot.ready_ref = slot.actor.ready.remote()
         self._event("started", slot, slot.partitions)
 
     # -- rescale ---------------------------------------------------------------------------

@@ -19,7 +19,12 @@ from veltrix_ray.config.schema import TopologyConfig, VeltrixConfig
 from veltrix_ray.config.validate import validate
 from veltrix_ray.local.procs import port_is_free
 from veltrix_ray.local.ray_head import RayHead
-from veltrix_ray.runtime.coordinator import NAMESPACE, Coordinator, coordinator_name
+from veltrix_ray.runtime.coordinator import (
+    NAMESPACE,
+    Coordinator,
+    coordinator_name,
+    first_workers,
+)
 from veltrix_ray.runtime.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -160,8 +165,11 @@ class Pipeline:
                 f"cluster (actor {self.name}); stop it first or set another pipeline.name."
             ) from exc
         self._coordinator = coord
-        ref = coord.run.remote()
+        first: list[Any] = []
         try:
+            # created here, not by the Coordinator once it runs: their processes start now
+            first = first_workers(self.settings)
+            ref = coord.run.remote(first)
             while True:
                 try:
                     ready, _ = ray.wait([ref], timeout=self.settings.progress_interval_s)
@@ -180,7 +188,8 @@ class Pipeline:
                     raise type(cause)(str(cause)) from None
                 raise
         finally:
-            ray.kill(coord)
+            for actor in [coord, *first]:  # the driver owns the first workers
+                ray.kill(actor)
             self._coordinator = None
         if raise_on_error and summary.errors:
             kind, _ = summary.errors[0]
