@@ -6,6 +6,7 @@ Ray), end-to-end latency at a fixed rate, peak RSS per worker, and a py-spy prof
 worker. Prints the figures and writes benchmarks/results/pipeline.json.
 
     .venv/bin/python benchmarks/pipeline.py [--events 1000000] [--naive-events 30000]
+    .venv/bin/python benchmarks/pipeline.py --only latency   # that part alone, by stage
 
 Throughput is measured from outside: the events committed (veltrix_offsets, written in the
 same transaction as the rows) polled in PostgreSQL, between 10 % and 90 % of the topic.
@@ -305,7 +306,7 @@ def latency(bootstrap: str, admin_dsn: str, rate: int, seconds: float) -> dict[s
     with the pipeline running before the first event."""
     dsn = fresh_database(admin_dsn)
     topic = f"lat-{uuid.uuid4().hex[:8]}"
-    asyncio.run(ensure_topic(bootstrap, topic, 8))
+    asyncio.run(log_append_topic(bootstrap, topic, 8))
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE events (event_id text NOT NULL, ts timestamptz NOT NULL, "
                      "user_id bigint NOT NULL, kind text NOT NULL, amount double precision "
@@ -336,7 +337,80 @@ def latency(bootstrap: str, admin_dsn: str, rate: int, seconds: float) -> dict[s
             "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) "
             "WITHIN GROUP (ORDER BY ms), count(*) FROM (SELECT extract(epoch FROM inserted_at "
             "- ts) * 1000 AS ms FROM events) l").fetchone()  # type: ignore[misc]
-    return {"events": n, "rate": rate, "p50_ms": p50, "p99_ms": p99}
+        rows = conn.execute(
+            "SELECT event_id, extract(epoch FROM ts), extract(epoch FROM inserted_at), "
+            "xmin::text::bigint FROM events").fetchall()
+    appended = asyncio.run(append_times(bootstrap, topic))
+    return {"events": n, "rate": rate, "p50_ms": p50, "p99_ms": p99,
+            "stages": stages(rows, appended)}
+
+
+async def log_append_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """A topic whose record timestamps are the broker's append time (LogAppendTime)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs={
+            "message.timestamp.type": "LogAppendTime"})])
+    finally:
+        await admin.close()
+    await ensure_topic(bootstrap, topic, partitions)
+
+
+async def append_times(bootstrap: str, topic: str) -> dict[str, float]:
+    """event_id -> the broker's append time (s since the epoch, ms precision)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    out: dict[str, float] = {}
+    try:
+        while True:
+            got = await consumer.getmany(timeout_ms=2000, max_records=10_000)
+            if not got:
+                return out
+            for records in got.values():
+                for r in records:
+                    out[r.key.decode()] = r.timestamp / 1000
+    finally:
+        await consumer.stop()
+
+
+def stages(rows: list[tuple[Any, ...]], appended: dict[str, float]) -> dict[str, Any]:
+    """Per row: created -> Kafka append -> inserted (the row's clock_timestamp() in its COPY);
+    per transaction (xmin): its rows' spread; for the slowest 1 %: where their time went and
+    when they were created (clustered in time or spread)."""
+    per = []
+    for event_id, ts, ins, xid in rows:
+        app = appended.get(event_id, float(ts))
+        per.append((float(ins) - float(ts), app - float(ts), float(ins) - app, float(ts), xid))
+    per.sort()
+    cut = per[int(0.99 * len(per))][0]
+    slow = [r for r in per if r[0] >= cut]
+    t0 = min(r[3] for r in per)
+    seconds = Counter(int(r[3] - t0) for r in slow)
+    txs = Counter(r[4] for r in per)
+    slow_txs = Counter(r[4] for r in slow)
+
+    def q(xs: list[float], f: float) -> float:
+        xs = sorted(xs)
+        return 1000 * xs[min(len(xs) - 1, int(f * len(xs)))]
+
+    return {
+        "p99_cut_ms": 1000 * cut,
+        "all_to_append_p50_p99_ms": [q([r[1] for r in per], .5), q([r[1] for r in per], .99)],
+        "all_append_to_insert_p50_p99_ms": [q([r[2] for r in per], .5),
+                                            q([r[2] for r in per], .99)],
+        "slow_to_append_p50_max_ms": [q([r[1] for r in slow], .5), q([r[1] for r in slow], 1)],
+        "slow_append_to_insert_p50_max_ms": [q([r[2] for r in slow], .5),
+                                             q([r[2] for r in slow], 1)],
+        "slow_rows_by_second_created": sorted(seconds.items()),
+        "transactions": len(txs), "rows_per_tx_p50": statistics.median(txs.values()),
+        "slow_transactions": len(slow_txs),
+        "slow_tx_sizes": sorted(slow_txs.values(), reverse=True)[:10],
+        "slow_onsets_s": sorted({round(min(r[3] for r in slow if r[4] == x) - t0, 2)
+                                 for x in slow_txs}),
+    }
 
 
 def ratio(new: float, old: float) -> str:
@@ -354,8 +428,16 @@ def main() -> None:
     parser.add_argument("--launches", type=int, default=3)
     parser.add_argument("--latency-s", type=float, default=20.0)
     parser.add_argument("--profile-s", type=float, default=4.0)
+    parser.add_argument("--only", choices=["latency"], default=None,
+                        help="run one part: latency (end-to-end at 10k events/s, by stage)")
     args = parser.parse_args()
     bootstrap, admin_dsn = services()
+    if args.only == "latency":
+        lat = latency(bootstrap, admin_dsn, 10_000, args.latency_s)
+        print(json.dumps(lat, indent=1))
+        print(f"end-to-end latency at {lat['rate']:,} events/s ({lat['events']:,} events): "
+              f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms")
+        return
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     RESULTS.mkdir(exist_ok=True)
     out: dict[str, Any] = {"events": args.events, "partitions": 8, "workers": 2}
