@@ -304,6 +304,8 @@ def test_rescale_mid_run_moves_few_partitions_and_stays_exact(
         for p in e["partitions"] if e["event"] == "released" else []:
             released[p] = e["at"]
         for p in e["partitions"] if e["event"] == "acquired" else []:
+            if p not in released:  # the start: the first workers take their partitions
+                continue
             acquired.append(p)
             assert ready[e["worker"]] < released.pop(p), (p, events)
     assert sorted(acquired) == [2, 3, 6, 6, 7, 7], events
