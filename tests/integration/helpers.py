@@ -98,9 +98,18 @@ class Background:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        ended_first = not self.thread.is_alive()
         self.pipeline.stop()
         self.thread.join(timeout=300)
+        if exc_type is None:
+            return
+        # a step of the test failed: if the run had failed or ended, how it ended says why
+        if self.error is not None:
+            raise AssertionError(f"the pipeline's run failed: {self.error!r}") from self.error
+        if ended_first and self.summary is not None:
+            raise AssertionError(f"the pipeline's run ended: {self.summary.table()}\n"
+                                 f"errors: {self.summary.errors}")
 
     def coordinator(self) -> ray.actor.ActorHandle:
         return ray.get_actor(coordinator_name(self.pipeline.settings.pipeline.name),

@@ -205,7 +205,12 @@ class Pipeline:
         if self._coordinator is None:
             raise errors.VeltrixError("the pipeline is not running; set topology.workers "
                                       "and run it")
-        return dict(ray.get(self._coordinator.rescale.remote(workers)))
+        try:
+            return dict(ray.get(self._coordinator.rescale.remote(workers)))
+        except ray.exceptions.RayActorError as exc:
+            raise errors.VeltrixError(
+                f"the pipeline {self.settings.pipeline.name!r} ended before the rescale to "
+                f"{workers} workers finished; its run() says why") from exc
 
     def stop(self) -> None:
         """Graceful stop: each worker finishes and commits its batch in flight, then exits."""
