@@ -314,6 +314,37 @@ def test_rescale_mid_run_moves_few_partitions_and_stays_exact(
     assert_exact(pg_dsn, topic, exp)
 
 
+def test_rescale_asked_at_the_start_waits_for_it_and_names_are_never_reused(
+        kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(8)
+    exp = fill(kafka_bootstrap, topic, 20_000, 8, bad_fraction=0.01)
+    forever = [o for o in overrides(topic, pg_dsn, "topology.workers=2",
+                                    "batch.max_records=200") if o != "until=drained"]
+    with Background(forever) as run:
+        run.wait("the coordinator", lambda: run.pipeline._coordinator is not None)
+        # asked while the first workers are still being handed their partitions
+        assert run.pipeline.rescale(4)["moved"] == 4
+        assert run.pipeline.rescale(2)["moved"] == 4
+        again = run.pipeline.rescale(4)  # partition sets 2 and 3 again, with new workers
+        assert sorted(p for s in again["sets"] for p in s) == list(range(8))
+
+        def new_names() -> list[str]:
+            workers = ray.get(run.coordinator().progress.remote())["workers"]
+            return sorted(w["worker"] for w in workers if w["slot"] in (2, 3))
+
+        run.wait("the new workers' reports", lambda: len(new_names()) == 2)
+        assert new_names() == ["veltrix:events:w2.1", "veltrix:events:w3.1"]
+        run.wait("every row", lambda: committed_rows(pg_dsn) == len(exp.good))
+    summary = run.join()
+    assert [m["workers"] for m in summary.moves] == [4, 2, 4]
+    assert summary.rows == len(exp.good) and summary.dead_letters == len(exp.bad), summary.table()
+    assert_exact(pg_dsn, topic, exp)
+    # run() returns once Ray has removed the run's actors: the next run may take the names
+    left = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith("veltrix:events")]
+    assert left == []
+
+
 def test_kafka_restart_mid_run_resumes_exactly(service_dir: Path, pg_dsn: str) -> None:
     broker = KafkaBroker(service_dir / "kafka", free_port(), free_port())
     broker.start()

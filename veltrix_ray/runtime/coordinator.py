@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 from ray.exceptions import (
+    ActorAlreadyExistsError,
     ActorDiedError,
     ActorUnavailableError,
     RayActorError,
@@ -61,14 +62,42 @@ def initial_workers(settings: VeltrixConfig) -> int:
     return min(max(topo.workers, topo.autoscale.min_workers), topo.autoscale.max_workers)
 
 
-def worker_actor(settings: VeltrixConfig, slot: int, incarnation: int, budget: Budget,
+def worker_name(pipeline: str, slot: int, seq: int) -> str:
+    """`seq`: the how-manieth actor of partition set `slot` in this run (restarts, and a slot
+    index used again after a scale-down, take the next)."""
+    return f"{coordinator_name(pipeline)}:w{slot}.{seq}"
+
+
+def _free_name(name: str, timeout_s: float = 10.0) -> None:
+    """Stops the actor holding `name`: a worker of an earlier run of this pipeline that Ray
+    has not removed yet (its owner is gone). It cannot commit any more: the partitions were
+    claimed again under newer epochs."""
+    try:
+        old = ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return
+    log.warning("%s still held by a worker of an earlier run of this pipeline; stopping it",
+                name)
+    ray.kill(old, no_restart=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            return
+        time.sleep(0.05)
+    raise VeltrixError(f"the Ray actor name {name} is still taken {timeout_s:g}s after its "
+                       f"holder was stopped; see `ray list actors --filter name={name}`")
+
+
+def worker_actor(settings: VeltrixConfig, slot: int, seq: int, budget: Budget,
                  schema: pa.Schema, partitions: list[int] | None = None,
                  claims: dict[int, Claim] | None = None,
                  stopped: dict[int, str] | None = None) -> Any:
     """A PartitionWorker actor for partition set `slot`; without partitions it starts
     connected and waits for `acquire`."""
     s = settings
-    name = f"{coordinator_name(s.pipeline.name)}:w{slot}.{incarnation}"
+    name = worker_name(s.pipeline.name, slot, seq)
     spec = WorkerSpec(s, name, partitions or [], claims or {}, budget, written(schema),
                       stopped or {}, slot)
     options: dict[str, Any] = {
@@ -77,7 +106,12 @@ def worker_actor(settings: VeltrixConfig, slot: int, incarnation: int, budget: B
     }
     if s.topology.placement == "SPREAD":
         options["scheduling_strategy"] = "SPREAD"
-    return ray.remote(PartitionWorker).options(**options).remote(spec)
+    actor = ray.remote(PartitionWorker).options(**options)
+    try:
+        return actor.remote(spec)
+    except ActorAlreadyExistsError:
+        _free_name(name)
+        return actor.remote(spec)
 
 
 def first_workers(settings: VeltrixConfig) -> list[Any]:
@@ -129,6 +163,7 @@ class Coordinator:
         self._baseline: dict[int, Totals] = {}
         self._final: dict[int, Totals] = {}
         self._rescaling = asyncio.Lock()
+        self._started = asyncio.Event()  # the first workers have their partitions (or failed)
         # partitions the dead-letter limit stopped, and why: no later owner resumes them
         self._stopped: dict[int, str] = {}
         self.waiting: str | None = None  # a claim waiting for another session's lock
@@ -145,6 +180,7 @@ class Coordinator:
         self._converge_at = 0.0  # monotonic: the next repair of orphaned partitions
         # the driver's first workers (actor, run ref, ready ref), until each takes its set
         self._first: list[tuple[Any, Any, Any] | None] = []
+        self._seq: dict[int, int] = {}  # per slot index: the next worker actor's name number
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -153,6 +189,7 @@ class Coordinator:
         s = self.settings
         # connecting to Kafka while the tables are set up
         self._first = [(actor, actor.run.remote(), actor.ready.remote()) for actor in first or ()]
+        self._seq = {i: 1 for i in range(len(self._first))}  # the driver named them .0
         count = await self._partitions()
         self._schema = output_schema(s)
         await asyncio.to_thread(self._sink.setup, self._schema)
@@ -165,9 +202,12 @@ class Coordinator:
         sets = assign(range(count), self.target)
         self.slots = [_Slot(i, ps) for i, ps in enumerate(sets)]
         try:
-            for slot in self.slots:
-                await self._start(slot)
-            await self._drop_first()
+            try:
+                for slot in self.slots:
+                    await self._start(slot)
+                await self._drop_first()
+            finally:
+                self._started.set()  # a rescale asked for meanwhile goes on from here
             await self._supervise()
             self.finished = time.time()
             self._final = await asyncio.to_thread(self._sink.totals)
@@ -237,7 +277,9 @@ class Coordinator:
                 log.info("worker %d could not take its partitions: %s", slot.index,
                          str(exc).splitlines()[0])
             return
-        slot.actor = worker_actor(s, slot.index, slot.incarnation, self._budget, self._schema,
+        seq = self._seq.get(slot.index, 0)
+        self._seq[slot.index] = seq + 1
+        slot.actor = worker_actor(s, slot.index, seq, self._budget, self._schema,
                                   slot.partitions, claims, self._stopped_of(slot.partitions))
         slot.run_ref = slot.actor.run.remote()
         slot.ready_ref = slot.actor.ready.remote()
@@ -271,6 +313,7 @@ class Coordinator:
         the autoscaler."""
         if workers < 1:
             raise ConfigError("rescale needs at least 1 worker (topology.workers)")
+        await self._started.wait()
         async with self._rescaling:
             count = await self._partitions()
             self._partition_count = count
@@ -387,7 +430,7 @@ class Coordinator:
                             "partitions": sorted(partitions)} | extra)
 
     def _new_slot(self, partitions: list[int]) -> _Slot:
-        slot = _Slot(max(s.index for s in self.slots) + 1, sorted(partitions))
+        slot = _Slot(max((s.index for s in self.slots), default=-1) + 1, sorted(partitions))
         self.slots.append(slot)
         return slot
 
@@ -403,6 +446,7 @@ class Coordinator:
         if final:
             self._retired.append(final)
         slot.done = True
+        ray.kill(slot.actor)  # its process ends now, so its CPU (and maybe its node) is free
 
     # -- supervision -----------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,6 +53,27 @@ def init_private_ray(**options: Any) -> None:
             os.environ.pop(_CLUSTERS_ENV, None)
         else:
             os.environ[_CLUSTERS_ENV] = saved[1]
+
+
+def _wait_gone(pipeline: str, timeout_s: float = 10.0) -> None:
+    """Until no named actor of this pipeline (its Coordinator, its workers) is left."""
+    mine = re.compile(rf"{re.escape(coordinator_name(pipeline))}(:w\d+\.\d+)?")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            named = ray.util.list_named_actors(all_namespaces=True)
+        except Exception as exc:  # Ray itself is gone: so are the actors
+            log.debug("listing named actors: %s", exc)
+            return
+        left = sorted(a["name"] for a in named
+                      if a["namespace"] == NAMESPACE and mine.fullmatch(a["name"]))
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            log.warning("Ray has not removed %s %.0fs after the run ended", ", ".join(left),
+                        timeout_s)
+            return
+        time.sleep(0.05)
 
 
 def _say(message: str) -> None:
@@ -164,12 +187,12 @@ class Pipeline:
                 f"pipeline {self.settings.pipeline.name!r} is already running on this Ray "
                 f"cluster (actor {self.name}); stop it first or set another pipeline.name."
             ) from exc
-        self._coordinator = coord
         first: list[Any] = []
         try:
             # created here, not by the Coordinator once it runs: their processes start now
             first = first_workers(self.settings)
             ref = coord.run.remote(first)
+            self._coordinator = coord  # rescale and stop from now on
             while True:
                 try:
                     ready, _ = ray.wait([ref], timeout=self.settings.progress_interval_s)
@@ -191,6 +214,9 @@ class Pipeline:
             for actor in [coord, *first]:  # the driver owns the first workers
                 ray.kill(actor)
             self._coordinator = None
+            # Ray removes the Coordinator's workers after it (they share its fate): a run
+            # started right after this one must find their names free
+            _wait_gone(self.settings.pipeline.name)
         if raise_on_error and summary.errors:
             kind, _ = summary.errors[0]
             exc_type = getattr(errors, kind, errors.VeltrixError)
