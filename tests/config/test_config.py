@@ -233,6 +233,27 @@ def test_more_memory_than_the_machine_has_names_memory_mb() -> None:
     assert "need 100000000 MiB" in f.message and "lower topology.memory_mb" in f.message
 
 
+@pytest.mark.parametrize("autoscales", [False, True])
+def test_a_cluster_without_cpus_now_is_an_error_unless_it_autoscales(
+        autoscales: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from veltrix_ray.check import checks
+
+    # a cloud cluster whose head runs no tasks (num-cpus 0), before its first worker node
+    monkeypatch.setattr(checks, "_capacity", lambda topo: (
+        0.0, 0.0, "the Ray cluster at 10.0.0.1:6379", autoscales))
+    settings = to_settings(load_config(["topology.address=10.0.0.1:6379", "topology.workers=2",
+                                        "topology.num_cpus=1", "topology.place_timeout_s=300"]))
+    findings, _ = checks._ray(settings, 8)
+    assert {f.key: f.level for f in findings} == {
+        "topology.workers": "warning" if autoscales else "error",
+        "topology.memory_mb": "warning" if autoscales else "error"}
+    cpus = findings[0].message
+    assert "need 2 CPUs, but the Ray cluster at 10.0.0.1:6379 has 0: add nodes" in cpus
+    assert "num_cpus to 0" not in cpus and "lower topology.workers" not in cpus
+    assert ("its autoscaler must add nodes within topology.place_timeout_s=300s" in cpus
+            ) == autoscales
+
+
 def test_unreachable_ray_address_names_the_address() -> None:
     f = _one(_check("topology.address=ray://127.0.0.1:1"), "error", "topology.address")
     assert "ray://127.0.0.1:1" in f.message and "fix topology.address" in f.message
@@ -311,5 +332,6 @@ def test_a_connected_ray_is_measured_instead_of_the_machine(
     f = _one(_check(f"kafka.topic={new_topic(workers)}", f"topology.workers={workers}",
                     "topology.num_cpus=1"), "error", "topology.workers")
     assert f"the connected Ray has {cpus:g}" in f.message
-    assert "the connected Ray" in _one(_check("topology.workers=1", "topology.num_cpus=1"),
-                                       "ok", "ray").message
+    # a Ray without an autoscaling config cannot add nodes: short of CPUs is an error
+    ok = _one(_check("topology.workers=1", "topology.num_cpus=1"), "ok", "ray").message
+    assert ok.endswith("on the connected Ray"), ok

@@ -15,6 +15,7 @@ that asks for memory (every veltrix worker does) matches no node type."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -177,6 +178,13 @@ def test_a_backlog_adds_fake_nodes_and_idle_nodes_are_removed(
     exp = fill(kafka_bootstrap, topic, 300_000, 3, seed=8)
     fake_cluster.wait_up()
     over = [f"kafka.topic={topic}", f"postgres.dsn={pg_dsn}"]
+    # the head has no CPUs: a fixed cluster would be refused, an autoscaling one is not
+    check = subprocess.run([*CLI, "check", *over, f"topology.address={fake_cluster.address}",
+                            "topology.workers=1", "topology.num_cpus=1",
+                            "topology.memory_mb=768"], capture_output=True, text=True,
+                           env=fake_cluster.env(), timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert re.search(r"^ok +ray: .*\(it autoscales\)$", check.stdout, re.M), check.stdout
     out, err = (tmp_path / "run.out").open("w"), (tmp_path / "run.err").open("w")
     run = subprocess.Popen(
         [*CLI, "run", *over, f"topology.address={fake_cluster.address}", "topology.workers=1",

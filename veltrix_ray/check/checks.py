@@ -23,7 +23,13 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from veltrix_ray.config.mask import mask_text
-from veltrix_ray.config.ray_address import JOIN_FIX, address_problem, is_local, probe
+from veltrix_ray.config.ray_address import (
+    JOIN_FIX,
+    address_problem,
+    has_autoscaler,
+    is_local,
+    probe,
+)
 from veltrix_ray.config.schema import KafkaConfig, TopologyConfig, VeltrixConfig
 from veltrix_ray.config.validate import Finding, kafka_security_findings, static_findings
 from veltrix_ray.errors import ConfigError
@@ -317,20 +323,27 @@ def _target(conn: psycopg.Connection, s: VeltrixConfig,
 # -- Ray ------------------------------------------------------------------------------------
 
 
-def _capacity(topo: TopologyConfig) -> tuple[float, float, str]:
-    """CPUs, memory bytes and a name for where the workers would run."""
+def _capacity(topo: TopologyConfig) -> tuple[float, float, str, bool]:
+    """CPUs, memory bytes, a name for where the workers would run, and whether that cluster
+    autoscales (adds nodes for the workers' demand)."""
     import ray
 
     if ray.is_initialized():  # the run uses this Ray too, whatever topology.address says
         resources = ray.cluster_resources()
-        return resources.get("CPU", 0.0), resources.get("memory", 0.0), "the connected Ray"
+        return (resources.get("CPU", 0.0), resources.get("memory", 0.0), "the connected Ray",
+                has_autoscaler())
     if is_local(topo.address):
         return (float(os.cpu_count() or 1), float(psutil.virtual_memory().total),
-                "this machine (a private Ray)")
+                "this machine (a private Ray)", False)
     assert topo.address is not None
-    resources = probe(topo.address, topo.join_timeout_s)
+    resources, autoscales = probe(topo.address, topo.join_timeout_s)
     return (resources.get("CPU", 0.0), resources.get("memory", 0.0),
-            f"the Ray cluster at {topo.address}")
+            f"the Ray cluster at {topo.address}", autoscales)
+
+
+def _either(fixes: list[str]) -> str:
+    """"lower a or b, or " before the last resort."""
+    return f"{' or '.join(fixes)}, or " if fixes else ""
 
 
 def _ray(s: VeltrixConfig, partitions: int | None) -> Area:
@@ -338,7 +351,7 @@ def _ray(s: VeltrixConfig, partitions: int | None) -> Area:
     if topo.workers < 1 or topo.num_cpus <= 0 or address_problem(topo.address):
         return [], None  # already static errors
     try:
-        cpus, memory, where = _capacity(topo)
+        cpus, memory, where, autoscales = _capacity(topo)
     except Exception as exc:  # any failure to join means the address is wrong
         return [Finding("error", "topology.address",
                         f"cannot connect to Ray at {topo.address} ({type(exc).__name__}: "
@@ -349,21 +362,28 @@ def _ray(s: VeltrixConfig, partitions: int | None) -> Area:
     need_cpus = actors * topo.num_cpus
     need_mb, have_mb = actors * topo.memory_mb, int(memory // MIB)
     problems = []
+    # an autoscaling cluster adds nodes for the workers (within topology.place_timeout_s)
+    level = "warning" if autoscales else "error"
+    more = (f"; its autoscaler must add nodes within topology.place_timeout_s="
+            f"{topo.place_timeout_s:g}s" if autoscales else "")
     if need_cpus > cpus:
+        fixes = [f"lower topology.workers to {int(cpus // topo.num_cpus)}"
+                 ] if cpus >= topo.num_cpus else []
+        fixes += [f"topology.num_cpus to {cpus / actors:.2g}"] if cpus > 0 else []
         problems.append(Finding(
-            "error", "topology.workers",
+            level, "topology.workers",
             f"{counted} x topology.num_cpus={topo.num_cpus:g} need {need_cpus:g} CPUs, but "
-            f"{where} has {cpus:g}: lower topology.workers to "
-            f"{max(1, int(cpus // topo.num_cpus))} or topology.num_cpus to "
-            f"{cpus / actors:.2g}, or add nodes"))
+            f"{where} has {cpus:g}: {_either(fixes)}add nodes{more}"))
     if need_mb > have_mb:
+        fixes = [f"lower topology.memory_mb to {have_mb // actors}"] if have_mb >= actors else []
+        fixes += [f"topology.workers to {have_mb // topo.memory_mb}"
+                  ] if have_mb >= topo.memory_mb else []
         problems.append(Finding(
-            "error", "topology.memory_mb",
+            level, "topology.memory_mb",
             f"{counted} x topology.memory_mb={topo.memory_mb} need {need_mb} MiB, but {where} "
-            f"has {have_mb} MiB: lower topology.memory_mb to {have_mb // actors} or "
-            f"topology.workers to {max(1, have_mb // topo.memory_mb)}, or add nodes"))
+            f"has {have_mb} MiB: {_either(fixes)}add nodes{more}"))
     return problems, (f"{counted} need {need_cpus:g} of {cpus:g} CPUs and {need_mb} of "
-                      f"{have_mb} MiB on {where}")
+                      f"{have_mb} MiB on {where}{' (it autoscales)' if autoscales else ''}")
 
 
 # -- memory budget and dead letters ---------------------------------------------------------

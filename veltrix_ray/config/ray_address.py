@@ -20,7 +20,28 @@ JOIN_FIX = ("start the cluster (`ray start --head`, `ray up cluster.yaml`) or fi
 # run in a child process: ray.init retries an unanswering cluster for minutes, and a child can
 # be killed after a timeout without leaving this process connected to (or stuck in) Ray
 _RESOURCES = ("import json, sys, ray; ray.init(address=sys.argv[1], log_to_driver=False); "
-              "print(json.dumps(ray.cluster_resources()))")
+              "from veltrix_ray.config.ray_address import has_autoscaler; "
+              "print(json.dumps({'resources': ray.cluster_resources(), "
+              "'autoscaler': has_autoscaler()}))")
+
+
+def has_autoscaler() -> bool:
+    """Whether the connected Ray cluster can add nodes on demand. Ray's monitor (v1) publishes
+    its status in the GCS for every cluster; one started without an autoscaling config (a
+    laptop, `ray start` by hand) gives each node an anonymous type, `node_<id>`. A v2
+    autoscaler (KubeRay) says so in the GCS."""
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    try:
+        status = _internal_kv_get("__autoscaling_status")
+        if status is not None:
+            types = json.loads(status).get("autoscaler_report", {}).get("node_type_mapping", {})
+            return any(kind != f"node_{node}" for node, kind in types.items())
+        from ray.autoscaler.v2.utils import is_autoscaler_v2
+
+        return bool(is_autoscaler_v2(fetch_from_server=True))
+    except Exception:  # a Ray without these internals: take it for a fixed cluster
+        return False
 
 
 def is_local(address: str | None) -> bool:
@@ -39,10 +60,10 @@ def address_problem(address: str | None) -> str | None:
             "or ray://host:port")
 
 
-def probe(address: str, timeout_s: float) -> dict[str, float]:
-    """The resources of the cluster at `address`; raises ConnectionError saying why not, within
-    about timeout_s. An explicit address gets a TCP probe first: the quickest, clearest answer
-    when refused."""
+def probe(address: str, timeout_s: float) -> tuple[dict[str, float], bool]:
+    """The resources of the cluster at `address` and whether it autoscales; raises
+    ConnectionError saying why not, within about timeout_s. An explicit address gets a TCP
+    probe first: the quickest, clearest answer when refused."""
     if address != AUTO:
         host, _, port = address.removeprefix("ray://").rpartition(":")
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
@@ -55,4 +76,5 @@ def probe(address: str, timeout_s: float) -> dict[str, float]:
     if child.returncode != 0:
         lines = child.stderr.strip().splitlines() or [f"exit code {child.returncode}"]
         raise ConnectionError(lines[-1])
-    return dict(json.loads(child.stdout.strip().splitlines()[-1]))
+    found = json.loads(child.stdout.strip().splitlines()[-1])
+    return dict(found["resources"]), bool(found["autoscaler"])
