@@ -135,6 +135,23 @@ def test_stop_halfway_then_restart_continues_exactly(kafka_bootstrap: str, pg_ds
     assert_exact(pg_dsn, topic, exp)
 
 
+def test_stop_asked_during_the_start_ends_the_run(kafka_bootstrap: str, pg_dsn: str,
+                                                  new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(8)
+    exp = fill(kafka_bootstrap, topic, 20_000, 8, bad_fraction=0.01)
+    forever = [o for o in overrides(topic, pg_dsn, "topology.workers=4",
+                                    "batch.max_records=200") if o != "until=drained"]
+    with Background(forever) as run:
+        run.wait("the coordinator", lambda: run.pipeline._coordinator is not None)
+        run.pipeline.stop()  # while the first workers are still being handed their partitions
+        with pytest.raises(VeltrixError, match="stopping"):
+            run.pipeline.rescale(2)
+        summary = run.join(timeout=120)  # a `forever` run: only the stop ends it
+    assert summary.errors == []
+    stored = offsets(pg_dsn, topic)
+    assert sorted(event_ids(pg_dsn)) == sorted(exp.good_before(stored))  # each row once
+
+
 def test_upsert_keeps_the_latest_value_per_key(kafka_bootstrap: str, pg_dsn: str,
                                               new_topic: Callable[[int], str]) -> None:
     topic = new_topic(4)

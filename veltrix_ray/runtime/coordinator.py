@@ -208,6 +208,8 @@ class Coordinator:
                 await self._drop_first()
             finally:
                 self._started.set()  # a rescale asked for meanwhile goes on from here
+            if self._stopping:  # asked to stop during the start: the late starters too
+                await self.stop()
             await self._supervise()
             self.finished = time.time()
             self._final = await asyncio.to_thread(self._sink.totals)
@@ -315,75 +317,84 @@ class Coordinator:
             raise ConfigError("rescale needs at least 1 worker (topology.workers)")
         await self._started.wait()
         async with self._rescaling:
-            count = await self._partitions()
-            self._partition_count = count
-            live = self._by_retirement([slot for slot in self.slots
-                                        if not slot.done and not slot.retiring])
-            before = [slot.partitions for slot in live]
-            after = assign(range(count), workers, previous=before)
-            if why == "manual" and self.autoscaler is not None:
-                self.autoscaler.manual(len(live), len(after))
-            self.target = len(after)
-            if len(after) > len(live):
-                self._request_resources(len(after))
-            # 1. make: the new workers, placed and connected, still without partitions
-            fresh = [self._new_slot([]) for _ in range(len(after) - len(live))]
+            if self._stopping:
+                raise VeltrixError("the pipeline is stopping; it cannot be rescaled")
             try:
-                for slot in fresh:
-                    await self._start(slot)
-                await self._wait_ready(fresh)
-            except BaseException:
-                for slot in fresh:  # nothing moved: the run goes on at its size
-                    if slot.actor is not None:
-                        await self._retire(slot)
-                self.slots = [slot for slot in self.slots if not slot.retiring]
-                self.target = len(live)
-                raise
-            owners = live + fresh
-            # 2. break: retirees stop, the others give up what they lose
-            for i, slot in enumerate(live):
-                if i >= len(after):
+                return await self._move(workers, why)
+            finally:
+                if self._stopping:  # a stop came during the move: what it started stops too
+                    await self.stop()
+
+    async def _move(self, workers: int, why: str) -> dict[str, Any]:
+        count = await self._partitions()
+        self._partition_count = count
+        live = self._by_retirement([slot for slot in self.slots
+                                    if not slot.done and not slot.retiring])
+        before = [slot.partitions for slot in live]
+        after = assign(range(count), workers, previous=before)
+        if why == "manual" and self.autoscaler is not None:
+            self.autoscaler.manual(len(live), len(after))
+        self.target = len(after)
+        if len(after) > len(live):
+            self._request_resources(len(after))
+        # 1. make: the new workers, placed and connected, still without partitions
+        fresh = [self._new_slot([]) for _ in range(len(after) - len(live))]
+        try:
+            for slot in fresh:
+                await self._start(slot)
+            await self._wait_ready(fresh)
+        except BaseException:
+            for slot in fresh:  # nothing moved: the run goes on at its size
+                if slot.actor is not None:
                     await self._retire(slot)
-                    self._event("released", slot, before[i])
-                    continue
-                lose = [p for p in slot.partitions if p not in after[i]]
-                if lose and slot.restart_at is not None:  # restarts with what it keeps
-                    slot.partitions = [p for p in slot.partitions if p not in lose]
-                elif lose:
-                    released = await slot.actor.release.remote(lose)
-                    self._bank_report(released)
-                    slot.partitions = [p for p in slot.partitions if p not in lose]
-                if lose:
-                    self._event("released", slot, lose)
-            # 3. move: claim under new epochs, hand to the (new) owners
-            for slot, target in zip(owners, after, strict=False):
-                gain = [p for p in target if p not in slot.partitions]
-                if gain and slot.restart_at is not None:
-                    slot.partitions = sorted(target)
-                elif gain:
-                    claims = await self._claim(gain)
-                    try:
-                        await slot.actor.acquire.remote(claims, self._stopped_of(gain))
-                    except (RayActorError, RayTaskError) as exc:
-                        log.warning("worker %d could not take partitions %s (%s); a new "
-                                    "worker takes its whole set", slot.index, gain,
-                                    str(exc).splitlines()[0])
-                        await self._retire(slot)
-                        slot = self._new_slot(target)
-                        await self._start(slot)
-                        continue
-                    slot.partitions = sorted(target)
-                    self._event("acquired", slot, gain)
             self.slots = [slot for slot in self.slots if not slot.retiring]
-            if len(after) < len(live):
-                self._request_resources(len(after))
-            move = {"workers": len(after), "moved": moved(before, after), "sets": after,
-                    "why": why}
-            self.moves.append(move)
-            self.metrics.rescaled()
-            log.info("rescaled to %d workers (%s), %d partitions moved", len(after), why,
-                     move["moved"])
-            return move
+            self.target = len(live)
+            raise
+        owners = live + fresh
+        # 2. break: retirees stop, the others give up what they lose
+        for i, slot in enumerate(live):
+            if i >= len(after):
+                await self._retire(slot)
+                self._event("released", slot, before[i])
+                continue
+            lose = [p for p in slot.partitions if p not in after[i]]
+            if lose and slot.restart_at is not None:  # restarts with what it keeps
+                slot.partitions = [p for p in slot.partitions if p not in lose]
+            elif lose:
+                released = await slot.actor.release.remote(lose)
+                self._bank_report(released)
+                slot.partitions = [p for p in slot.partitions if p not in lose]
+            if lose:
+                self._event("released", slot, lose)
+        # 3. move: claim under new epochs, hand to the (new) owners
+        for slot, target in zip(owners, after, strict=False):
+            gain = [p for p in target if p not in slot.partitions]
+            if gain and slot.restart_at is not None:
+                slot.partitions = sorted(target)
+            elif gain:
+                claims = await self._claim(gain)
+                try:
+                    await slot.actor.acquire.remote(claims, self._stopped_of(gain))
+                except (RayActorError, RayTaskError) as exc:
+                    log.warning("worker %d could not take partitions %s (%s); a new "
+                                "worker takes its whole set", slot.index, gain,
+                                str(exc).splitlines()[0])
+                    await self._retire(slot)
+                    slot = self._new_slot(target)
+                    await self._start(slot)
+                    continue
+                slot.partitions = sorted(target)
+                self._event("acquired", slot, gain)
+        self.slots = [slot for slot in self.slots if not slot.retiring]
+        if len(after) < len(live):
+            self._request_resources(len(after))
+        move = {"workers": len(after), "moved": moved(before, after), "sets": after,
+                "why": why}
+        self.moves.append(move)
+        self.metrics.rescaled()
+        log.info("rescaled to %d workers (%s), %d partitions moved", len(after), why,
+                 move["moved"])
+        return move
 
     def _by_retirement(self, live: list[_Slot]) -> list[_Slot]:
         """Survivors first, retirees last: the slots on the nodes with the fewest slots go
@@ -490,13 +501,13 @@ class Coordinator:
                         self._event("ready", slot, [], node=slot.node)
                     except RayError:
                         slot.ready_ref = None
-        if self._stopping or self._rescaling.locked():
-            return
         if self._scaling is not None and self._scaling.done():
             failed = self._scaling.exception()
             self._scaling = None
-            if failed is not None:
+            if failed is not None and not self._stopping:
                 log.error("rescale failed: %s", failed)
+        if self._stopping or self._rescaling.locked():
+            return
         if self._scaling is not None:
             return
         now = time.monotonic()
