@@ -115,6 +115,18 @@ class Background:
         return ray.get_actor(coordinator_name(self.pipeline.settings.pipeline.name),
                              namespace=NAMESPACE)
 
+    def a_worker_pid(self) -> int:
+        """A live worker's process id, once the coordinator has its first report (rows can
+        commit before that)."""
+        pids: list[int] = []
+
+        def known() -> bool:
+            pids[:] = sorted(ray.get(self.coordinator().worker_pids.remote()).values())
+            return bool(pids)
+
+        self.wait("a worker's report", known)
+        return pids[0]
+
     def wait(self, what: str, pred: Callable[[], bool], timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while not pred():

@@ -113,7 +113,7 @@ def test_kafka_down_longer_than_the_connect_timeout_with_a_worker_lost_meanwhile
                                 "kafka.connect_timeout_s=3")) as run:
             run.wait("some rows", lambda: committed_rows(pg_dsn) > 1000)
             broker.stop()
-            pid = sorted(ray.get(run.coordinator().worker_pids.remote()).values())[0]
+            pid = run.a_worker_pid()
             os.kill(pid, signal.SIGKILL)
             time.sleep(OUTAGE_S)
             assert run.thread.is_alive() and run.error is None, "the run gave up"

@@ -16,7 +16,6 @@ from typing import Any
 import fastavro
 import psycopg
 import pytest
-import ray
 from aiokafka import AIOKafkaProducer
 
 from veltrix_ray import Pipeline, load_config
@@ -223,7 +222,7 @@ def test_worker_killed_mid_run_on_an_avro_topic_exactly_once(
                     "batch.max_records=500")
     with Background(over) as run:
         run.wait("some rows", lambda: _count(pg_dsn, "orders") > 2_000)
-        pid = sorted(ray.get(run.coordinator().worker_pids.remote()).values())[0]
+        pid = run.a_worker_pid()
         os.kill(pid, signal.SIGKILL)
         run.wait("every row", lambda: _count(pg_dsn, "orders") == n, timeout=180)
     summary = run.join()
