@@ -52,6 +52,11 @@ def overrides(topic: str, dsn: str, *extra: str) -> list[str]:
             "progress_interval_s=0.2", *extra]
 
 
+def forever(topic: str, dsn: str, *extra: str) -> list[str]:
+    """overrides() for a run that goes on after the backlog (until=forever)."""
+    return [o for o in overrides(topic, dsn, *extra) if o != "until=drained"]
+
+
 def event_ids(dsn: str, table: str = "events") -> list[str]:
     with psycopg.connect(dsn) as conn:
         return [r[0] for r in conn.execute(f'SELECT event_id FROM "{table}"').fetchall()]

@@ -27,6 +27,7 @@ from .helpers import (
     dead_letters,
     event_ids,
     fill,
+    forever,
     offsets,
     overrides,
 )
@@ -65,10 +66,6 @@ def test_compressible_large_records_under_a_small_budget_complete(
 
 
 OUTAGE_S = 95  # longer than the retry budget that used to end a run (20 attempts, ~76 s)
-
-
-def forever(topic: str, dsn: str, *extra: str) -> list[str]:
-    return [o for o in overrides(topic, dsn, *extra) if o != "until=drained"]
 
 
 def test_postgres_down_longer_than_any_retry_budget_a_forever_run_rides_it_out(

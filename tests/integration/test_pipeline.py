@@ -38,6 +38,7 @@ from .helpers import (
     committed_rows,
     event_ids,
     fill,
+    forever,
     offsets,
     overrides,
 )
@@ -139,9 +140,8 @@ def test_stop_asked_during_the_start_ends_the_run(kafka_bootstrap: str, pg_dsn: 
                                                   new_topic: Callable[[int], str]) -> None:
     topic = new_topic(8)
     exp = fill(kafka_bootstrap, topic, 20_000, 8, bad_fraction=0.01)
-    forever = [o for o in overrides(topic, pg_dsn, "topology.workers=4",
-                                    "batch.max_records=200") if o != "until=drained"]
-    with Background(forever) as run:
+    with Background(forever(topic, pg_dsn, "topology.workers=4",
+                            "batch.max_records=200")) as run:
         run.wait("the coordinator", lambda: run.pipeline._coordinator is not None)
         run.pipeline.stop()  # while the first workers are still being handed their partitions
         with pytest.raises(VeltrixError, match="stopping"):
@@ -288,20 +288,20 @@ def test_stored_offset_out_of_range_names_partition_offset_and_fix(
     Pipeline(load_config(over)).run()
     with psycopg.connect(pg_dsn) as conn:
         conn.execute("UPDATE veltrix_offsets SET next_offset = 1000000")
-    forever = [o for o in over if o != "until=drained"]
+    run_on = forever(topic, pg_dsn)
     with pytest.raises(VeltrixError, match=r"veltrix:events:w0.\d failed \(partition 0 at "
                                            r"offset 1000000\): OffsetOutOfRangeError.*"
                                            r"`veltrix-ray reset-offsets --to earliest`"):
-        Pipeline(load_config(forever)).run()
+        Pipeline(load_config(run_on)).run()
 
 
 def test_rescale_mid_run_moves_few_partitions_and_stays_exact(
         kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
     topic = new_topic(8)
     exp = fill(kafka_bootstrap, topic, 60_000, 8, bad_fraction=0.01)
-    forever = [o for o in overrides(topic, pg_dsn, "topology.workers=2",
-                                    "batch.max_records=200") if o != "until=drained"]
-    with Background(forever) as run:  # no worker finishes (drains) during the rescales
+    # forever: no worker finishes (drains) during the rescales
+    with Background(forever(topic, pg_dsn, "topology.workers=2",
+                            "batch.max_records=200")) as run:
         run.wait("some rows", lambda: committed_rows(pg_dsn) > 2000)
         up = run.pipeline.rescale(4)
         assert up["moved"] == 4  # each of the 2 old workers hands over 2 of its 4
@@ -335,9 +335,8 @@ def test_rescale_asked_at_the_start_waits_for_it_and_names_are_never_reused(
         kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
     topic = new_topic(8)
     exp = fill(kafka_bootstrap, topic, 20_000, 8, bad_fraction=0.01)
-    forever = [o for o in overrides(topic, pg_dsn, "topology.workers=2",
-                                    "batch.max_records=200") if o != "until=drained"]
-    with Background(forever) as run:
+    with Background(forever(topic, pg_dsn, "topology.workers=2",
+                            "batch.max_records=200")) as run:
         run.wait("the coordinator", lambda: run.pipeline._coordinator is not None)
         # asked while the first workers are still being handed their partitions
         assert run.pipeline.rescale(4)["moved"] == 4

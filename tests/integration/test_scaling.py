@@ -12,7 +12,7 @@ import pytest
 import ray
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
-from .helpers import Background, assert_exact, committed_rows, fill, overrides
+from .helpers import Background, assert_exact, committed_rows, fill, forever
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -26,10 +26,6 @@ BEGIN PERFORM pg_advisory_xact_lock(42); PERFORM pg_sleep(0.1); RETURN NULL; END
 CREATE TRIGGER one_at_a_time BEFORE INSERT ON events FOR EACH STATEMENT
     EXECUTE FUNCTION one_at_a_time();
 """
-
-
-def forever(topic: str, dsn: str, *extra: str) -> list[str]:
-    return [o for o in overrides(topic, dsn, *extra) if o != "until=drained"]
 
 
 def test_the_sink_gate_holds_when_postgresql_is_the_bottleneck(
