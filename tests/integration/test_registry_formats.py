@@ -16,6 +16,7 @@ from typing import Any
 import fastavro
 import psycopg
 import pytest
+import ray
 from aiokafka import AIOKafkaProducer
 
 from veltrix_ray import Pipeline, load_config
@@ -224,6 +225,9 @@ def test_worker_killed_mid_run_on_an_avro_topic_exactly_once(
         run.wait("some rows", lambda: _count(pg_dsn, "orders") > 2_000)
         pid = run.a_worker_pid()
         os.kill(pid, signal.SIGKILL)
+        # the backlog may be all in by now: the stop at the end must not come before the restart
+        run.wait("the killed worker's restart", lambda: any(
+            w["restarts"] for w in ray.get(run.coordinator().progress.remote())["workers"]))
         run.wait("every row", lambda: _count(pg_dsn, "orders") == n, timeout=180)
     summary = run.join()
     assert sum(w["restarts"] for w in summary.workers) >= 1
