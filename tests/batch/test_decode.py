@@ -62,6 +62,39 @@ def test_bad_records_are_isolated_with_their_offsets_and_reasons() -> None:
     assert all(b.value is not None for b in out.bad)
 
 
+INVALID_UTF8 = {
+    "truncated 2-byte": b"\xc3",
+    "truncated 3-byte": b"\xe2\x82",
+    "truncated 4-byte": b"\xf0\x9f\x98",
+    "lone continuation": b"\x80",
+    "overlong slash": b"\xc0\xaf",
+    "overlong NUL": b"\xe0\x80\x80",
+    "encoded high surrogate": b"\xed\xa0\x80",
+    "encoded low surrogate": b"\xed\xbf\xbf",
+    "above U+10FFFF": b"\xf4\x90\x80\x80",
+    "0xFF": b"\xff",
+}
+
+
+@pytest.mark.parametrize("where", ["string", "json", "outside a string"])
+@pytest.mark.parametrize("sort", sorted(INVALID_UTF8))
+def test_invalid_utf8_is_dead_lettered_with_the_stable_reason(sort: str, where: str) -> None:
+    bad = INVALID_UTF8[sort]
+    value = {
+        "string": b'{"id":"a' + bad + b'b","ts":"2026-11-26T10:00:00Z","n":1}',
+        "json": b'{"id":"a","ts":"2026-11-26T10:00:00Z","n":1,"doc":{"k":"' + bad + b'"}}',
+        "outside a string": b'{"id":"a","ts":"2026-11-26T10:00:00Z","n":1' + bad + b"}",
+    }[where]
+    good = b'{"id":"g","ts":"2026-11-26T10:00:00Z","n":1,"doc":{"k":"\xc3\xa9\xf0\x9f\x98\x80"}}'
+    out = Decoder(COLS, 1000).decode(fetch([good, value, good]))
+    assert out.batch.column("id").to_pylist() == ["g", "g"]
+    assert out.batch.column("doc").to_pylist() == ['{"k":"\u00e9\U0001f600"}'] * 2
+    [letter] = out.bad
+    assert letter.offset == 11 and letter.value == value
+    assert letter.error.startswith("value is not valid UTF-8: "), letter.error
+    assert f"at byte {value.index(bad)} " in letter.error, letter.error
+
+
 def test_a_merge_of_broken_records_cannot_pass_for_valid_ones() -> None:
     # joined, these two halves would read as one valid event: counts must not match
     out = Decoder(COLS, 1000).decode(fetch([b'{"id":"a","ts":"2026-11-26T10:00:00Z",',

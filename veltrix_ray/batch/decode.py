@@ -22,6 +22,19 @@ _NUL_ESCAPE = b"\\u0000"
 _NUL_ESCAPE_RE = r"(?:^|[^\\])(?:\\\\)*\\u0000"
 
 
+def _is_utf8(data: bytes) -> bool:
+    return data.isascii() or utf8_error(data) is None
+
+
+def utf8_error(data: bytes) -> str | None:
+    """Why `data` is not UTF-8 (strict: no overlong forms, no encoded surrogates), or None."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"{exc.reason} at byte {exc.start} ({data[exc.start:exc.start + 4].hex(' ')})"
+    return None
+
+
 @dataclass
 class Decoded:
     batch: pa.RecordBatch  # the good rows: schema columns + Kafka metadata columns
@@ -111,6 +124,8 @@ class Decoder:
             joined = b"[" + values[0] + b"]"
         else:
             joined = b",".join([b"[" + values[0], *values[1:-1], values[-1] + b"]"])
+        if not _is_utf8(joined):
+            return None, True
         try:
             if list(map(len, self._spans.decode(joined))) != lengths:
                 return None, True
@@ -150,12 +165,14 @@ class Decoder:
             return None, (f"value of {len(value)} bytes exceeds pipeline.max_record_bytes="
                           f"{self.max_record_bytes}")
         value = value.removeprefix(_BOM)
+        # checked here, not left to the JSON library: its verdict and wording on invalid
+        # UTF-8 differ between versions, and it need not look inside a raw json column
+        if (why := utf8_error(value)) is not None:
+            return None, f"value is not valid UTF-8: {why}"
         try:
             return self._one.decode(value), None
-        except UnicodeDecodeError as exc:
-            return None, f"value is not valid UTF-8: {exc}"
         except msgspec.ValidationError as exc:
-            if self._timestamps and "datetime" in str(exc):
+            if self._timestamps:
                 return self._decode_lenient(value, exc)
             return None, f"{type(exc).__name__}: {exc}"
         except (msgspec.MsgspecError, ValueError) as exc:
