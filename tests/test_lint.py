@@ -15,7 +15,7 @@ def run(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff() -> None:
-    result = run("ruff", "check", "veltrix_ray", "tests", "benchmarks")
+    result = run("ruff", "check", "veltrix_ray", "tests", "benchmarks", "scripts")
     assert result.returncode == 0, result.stdout[-4000:]
 
 
