@@ -9,10 +9,13 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 
 from veltrix_ray import cli
+from veltrix_ray.errors import StackError
 from veltrix_ray.local import LocalStack
 from veltrix_ray.local.procs import free_port
+from veltrix_ray.local.prometheus import binaries
 
 
 def test_up_with_prometheus_scrapes_the_metrics_port_and_down_stops_it(
@@ -48,3 +51,26 @@ def test_up_with_prometheus_scrapes_the_metrics_port_and_down_stops_it(
     assert not psutil.pid_exists(status.prometheus_pid) or psutil.Process(
         status.prometheus_pid).status() == psutil.STATUS_ZOMBIE
     assert LocalStack(state).status().prometheus_pid is None
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("says", ["prometheus, version 3.1.0 (branch: HEAD)", "no version here"])
+def test_a_prometheus_of_another_major_version_is_refused_naming_the_switch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, says: str) -> None:
+    for name in ("prometheus", "promtool"):
+        (tmp_path / name).write_text(f"#!/bin/sh\necho '{says}'\n")
+        (tmp_path / name).chmod(0o755)
+    monkeypatch.setenv("VELTRIX_PROMETHEUS_BIN", str(tmp_path))
+    with pytest.raises(StackError, match="is not Prometheus 2.x") as exc:
+        binaries()
+    assert "VELTRIX_PROMETHEUS_BIN" in str(exc.value)
+
+
+@pytest.mark.unit
+def test_the_tested_major_version_is_taken(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("prometheus", "promtool"):
+        (tmp_path / name).write_text("#!/bin/sh\necho 'prometheus, version 2.42.0+ds' >&2\n")
+        (tmp_path / name).chmod(0o755)
+    monkeypatch.setenv("VELTRIX_PROMETHEUS_BIN", str(tmp_path))
+    assert binaries() == tmp_path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -20,6 +21,9 @@ from veltrix_ray.local import procs
 from veltrix_ray.local.kafka import cache_root
 
 PACKAGE = "prometheus"
+# Debian serves one version per release (bookworm: 2.42); the config, the rules and the tests
+# are written for Prometheus 2, so another major version is refused rather than half-working
+TESTED_MAJOR = 2
 # the repository's alert rules, loaded when present (an editable install or a checkout)
 ALERTS = Path(__file__).resolve().parents[2] / "observability" / "prometheus" / "alerts.yml"
 
@@ -33,10 +37,10 @@ def binaries() -> Path:
         if not (where / "prometheus").exists() or not (where / "promtool").exists():
             raise StackError(f"VELTRIX_PROMETHEUS_BIN={where} lacks prometheus or promtool; "
                              "unset it to fetch Debian's package into the cache.")
-        return where
+        return _checked(where)
     target = cache_root() / "prometheus" / "bin"
     if (target / "prometheus").exists() and (target / "promtool").exists():
-        return target
+        return _checked(target)
     apt, dpkg = shutil.which("apt-get"), shutil.which("dpkg")
     if apt is None or dpkg is None:
         raise StackError("The local Prometheus is fetched as Debian's `prometheus` package "
@@ -59,7 +63,21 @@ def binaries() -> Path:
         for name in ("promtool", "prometheus"):  # prometheus last: its presence means done
             shutil.copy2(unpacked / "usr" / "bin" / name, target / f"{name}.partial")
             (target / f"{name}.partial").rename(target / name)
-    return target
+    return _checked(target)
+
+
+def _checked(where: Path) -> Path:
+    """`where`, once its prometheus says it is of the tested major version."""
+    out = subprocess.run([str(where / "prometheus"), "--version"], capture_output=True,
+                         text=True)
+    found = re.search(r"version (\d+)\.(\d+)\.(\d+)", out.stdout + out.stderr)
+    if found is None or int(found[1]) != TESTED_MAJOR:
+        said = found[0] if found else (out.stdout + out.stderr).strip()[:200] or "nothing"
+        raise StackError(f"{where / 'prometheus'} is not Prometheus {TESTED_MAJOR}.x (it says "
+                         f"{said!r}); the local stack is tested with {TESTED_MAJOR}.x. Point "
+                         f"VELTRIX_PROMETHEUS_BIN at a {TESTED_MAJOR}.x prometheus and promtool, "
+                         "or remove the cached copy to fetch Debian's package again.")
+    return where
 
 
 @dataclass
