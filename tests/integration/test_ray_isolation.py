@@ -82,8 +82,10 @@ def test_local_topology_runs_a_private_ray_beside_a_running_cluster(
     env = (_env(RAY_TMPDIR=_root(head)) if found_by == "address file"
            else _env(RAY_ADDRESS=f"127.0.0.1:{head.port}"))
     before = _state(head)
-    out, _ = _run(topic, pg_dsn, env)  # topology=local
+    out, err = _run(topic, pg_dsn, env)  # topology=local
     assert f"rows written {len(exp.good):,}" in out
+    assert "started a private Ray on 127.0.0.1 for this run, token-protected" in err
+    assert "Token authentication is enabled" not in err  # Ray's own notice, said once by us
     ids = event_ids(pg_dsn)
     assert len(ids) == len(exp.good) and set(ids) == exp.good
     assert _state(head) == before, "the run left actors or jobs on the user's cluster"

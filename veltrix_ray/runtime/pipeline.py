@@ -31,28 +31,40 @@ from veltrix_ray.runtime.summary import RunSummary
 
 log = logging.getLogger(__name__)
 _CLUSTERS_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_AUTH_MODE_ENV = "RAY_AUTH_MODE"
 _warned_metrics_port = False
 
 
-def init_private_ray(**options: Any) -> None:
+def init_private_ray(**options: Any) -> bool:
     """A Ray of this process alone, every port of it (GCS, raylet, metrics export) on
     127.0.0.1. Address "local", unlike None, ignores $RAY_ADDRESS and any `ray start` cluster
-    found here."""
+    found here. Returns whether it is token-protected."""
     from ray._private import ray_constants
+
 
     # On Linux Ray takes the node's routable address even for a one-node Ray; with clusters
     # disabled it takes the loopback one (children inherit the environment variable).
     saved = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(_CLUSTERS_ENV)
     ray_constants.ENABLE_RAY_CLUSTER = False
     os.environ[_CLUSTERS_ENV] = "0"
+    # Ray protects a new local cluster with a token by default, and warns about it on every
+    # start; the caller says so in a line of its own instead
+    auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    auth_log.addFilter(_token_enabled_notice)
     try:
         ray.init(address=LOCAL, include_dashboard=False, configure_logging=False, **options)
     finally:
+        auth_log.removeFilter(_token_enabled_notice)
         ray_constants.ENABLE_RAY_CLUSTER = saved[0]
         if saved[1] is None:
             os.environ.pop(_CLUSTERS_ENV, None)
         else:
             os.environ[_CLUSTERS_ENV] = saved[1]
+    return os.environ.get(_AUTH_MODE_ENV, "").lower() == "token"
+
+
+def _token_enabled_notice(record: logging.LogRecord) -> bool:
+    return "is enabled for this Ray cluster" not in record.getMessage()
 
 
 def _wait_gone(pipeline: str, timeout_s: float = 10.0) -> None:
@@ -133,15 +145,18 @@ def ensure_ray(settings: VeltrixConfig, *, probe_first: bool = True) -> None:
                 "exporting metrics?). Stop it, or set topology.metrics_port=null (any free "
                 "port) or another port.")
         try:
-            init_private_ray(namespace=NAMESPACE, log_to_driver=True,
-                             object_store_memory=topo.object_store_mb * 2**20,
-                             _metrics_export_port=topo.metrics_port)
+            protected = init_private_ray(namespace=NAMESPACE, log_to_driver=True,
+                                         object_store_memory=topo.object_store_mb * 2**20,
+                                         _metrics_export_port=topo.metrics_port)
         except Exception as exc:
             raise errors.ConfigError(
                 f"could not start a private Ray on this machine (topology.address="
                 f"{topo.address or 'null'}): {type(exc).__name__}: {exc}. Lower "
                 f"topology.object_store_mb={topo.object_store_mb} if /dev/shm is small, or join "
                 "a running cluster with topology.address=auto") from exc
+        if protected:
+            _say(f"veltrix-ray: started a private Ray on 127.0.0.1 for this run, token-protected "
+                 f"({_AUTH_MODE_ENV}=disabled turns that off)")
         return
     assert topo.address is not None
     try:
