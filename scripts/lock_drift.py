@@ -10,6 +10,10 @@ from pathlib import Path
 
 from packaging.markers import Marker
 
+# the runtime dependencies whose behaviour the product's verdicts rest on
+_HEADLINE = ("ray", "pyarrow", "aiokafka", "psycopg", "msgspec", "hydra-core", "pgpq", "protobuf",
+             "fastavro")
+
 
 def _locked(path: Path) -> dict[str, str]:
     pins: dict[str, str] = {}
@@ -33,6 +37,8 @@ def main() -> None:
                                                                         "veltrix-codec"))
     print(f"test-latest: {len(installed)} packages, {len(changed)} newer or other than the "
           f"lock, {len(new)} not in it")
+    print("  runs against " + ", ".join(f"{n} {installed[n]}" for n in _HEADLINE
+                                        if n in installed))
     for name, was, now in changed:
         print(f"  {name:32} {was:>14} -> {now}")
     for name in new:
