@@ -13,6 +13,7 @@ import re
 import tempfile
 import time
 import uuid
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -368,6 +369,38 @@ def test_cli_produces_and_reports(
     assert "malformed_json 10" in out and "oversized 10" in out
     last = out.strip().splitlines()[-1]
     assert re.fullmatch(rf"produced 1000 events to {topic} in \d+\.\d\ds: [\d,]+ events/s", last)
+
+
+@pytest.mark.unit
+def test_payload_bytes_pads_the_same_events_with_a_compressible_note() -> None:
+    plain = list(generate(50, seed=4))
+    padded = list(generate(50, seed=4, payload_bytes=100_000))
+    assert [r.event_id for r in padded] == [r.event_id for r in plain]
+    for small, big in zip(plain, padded, strict=True):
+        event, padded_event = json.loads(small.value), json.loads(big.value)
+        note = padded_event["payload"].pop("note")
+        assert len(note) == 100_000 and padded_event == event
+    assert len(zlib.compress(padded[0].value)) < len(padded[0].value) // 50
+    with pytest.raises(ValueError, match="json only"):
+        list(generate(1, payload_bytes=10, format="avro"))
+
+
+def test_large_payloads_go_out_in_compressed_batches(kafka_bootstrap: str, topic: str) -> None:
+    events = 60
+    report = asyncio.run(produce(kafka_bootstrap, topic, events=events, partitions=2, seed=5,
+                                 payload_bytes=200_000, compression="zstd",
+                                 batch_bytes=2**20))
+    assert report.good == events
+    read = asyncio.run(_read_all(kafka_bootstrap, topic, 2))
+    want = {r.key + r.value for r in generate(events, seed=5, payload_bytes=200_000)}
+    assert {k + v for records in read.values() for k, v in records} == want
+
+
+@pytest.mark.unit
+def test_cli_rejects_a_payload_for_a_registry_format(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli("--topic", "t", "--events", "10", "--format", "avro", "--payload-bytes", "9",
+                "--bootstrap", "x:1") == 2
+    assert "--payload-bytes" in capsys.readouterr().err
 
 
 @pytest.mark.unit

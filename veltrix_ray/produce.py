@@ -95,6 +95,11 @@ _BATCH_BYTES = 512 * 1024
 _PROGRESS_EVERY_S = 0.2
 _RATE_TICK_S = 0.05
 _CHUNK = 16_384
+# a chunk's values stay about this size when events carry a large payload (--payload-bytes)
+_CHUNK_BYTES = 64 * 2**20
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+# text that compresses well, as logs, HTML or repeated JSON in real payloads do
+_FILLER_TEXT = "veltrix standard event payload note: lorem ipsum dolor sit amet. "
 """Records generated per step."""
 
 
@@ -156,6 +161,8 @@ class _Spec:
     format: str = "json"
     schema_id: int = 1
     """The registry's id of the schema, framed into each record of a registry format."""
+    payload_bytes: int = 0
+    """>0: each good JSON event's payload carries a compressible `note` of this many bytes."""
 
     def __post_init__(self) -> None:
         # Checked here, not in the generators, which would only raise at their first next().
@@ -169,6 +176,14 @@ class _Spec:
             raise ValueError(f"bad_fraction must be in [0, 1], got {self.bad_fraction}")
         if self.users < 1 or self.partitions < 1:
             raise ValueError(f"users and partitions must be >= 1: {self.users}, {self.partitions}")
+        if self.payload_bytes < 0 or (self.payload_bytes and self.format != "json"):
+            raise ValueError(f"payload_bytes must be >= 0, and applies to json only: got "
+                             f"{self.payload_bytes} with format {self.format}")
+
+    @property
+    def chunk(self) -> int:
+        """Events generated at once: _CHUNK, fewer when they are large."""
+        return max(1, min(_CHUNK, _CHUNK_BYTES // max(self.payload_bytes, 1)))
 
 
 def _uuid4(bits: int, _new=object.__new__, _set=object.__setattr__) -> uuid.UUID:
@@ -452,6 +467,8 @@ def _records(
     kinds, priced, zones, countries = _KIND_TABLE, _PRICED, _ZONES, COUNTRIES
     sorts = bad_sorts(spec.format)
     binary = None if spec.format == "json" else _ENCODERS[spec.format](spec.seed, spec.schema_id)
+    # one filler string shared by every large payload: generating costs no copy of it
+    filler = (_FILLER_TEXT * (spec.payload_bytes // len(_FILLER_TEXT) + 1))[:spec.payload_bytes]
     event_id: uuid.UUID | str
     j = lo
     while j < hi:
@@ -473,6 +490,9 @@ def _records(
             if binary is None:
                 zone = zones[bits >> 7 & 7]
                 seconds = ts_us / 1e6
+                body: _Payload | _BigPayload = payloads[bits >> 14 & 4095]
+                if filler:
+                    body = _BigPayload(body.page, body.ab, body.items, filler)
                 event = _Event(
                     _uuid4(id_high << 64 | id_low),
                     from_ts(seconds, utc).isoformat() if zone is None else from_ts(seconds, zone),
@@ -480,7 +500,7 @@ def _records(
                     kind,
                     amount,
                     countries[bits >> 10 & 15],
-                    payloads[bits >> 14 & 4095],
+                    body,
                 )
                 value = encode(event)
                 event_id = event.event_id
@@ -513,6 +533,7 @@ def generate(
     start: int = 0,
     format: str = "json",
     schema_id: int = 1,
+    payload_bytes: int = 0,
 ) -> Iterator[Record]:
     """Records ``start .. start+events-1`` of the seed's event stream.
 
@@ -520,8 +541,10 @@ def generate(
     round-robin over bad_sorts(format) (see bad_counts). A bad record replaces the good event
     of its index, so the good records are the same whatever ``bad_fraction`` is, and a seed's
     events are the same in every format. A registry format frames ``schema_id``.
+    ``payload_bytes`` > 0 pads each good event's payload with a compressible ``note``.
     """
-    spec = _Spec(events, seed, bad_fraction, users, oversize_bytes, start, 1, format, schema_id)
+    spec = _Spec(events, seed, bad_fraction, users, oversize_bytes, start, 1, format, schema_id,
+                 payload_bytes)
     return (
         Record(key, value, sort, None if event_id is None else str(event_id))
         for _, key, value, sort, event_id in _records(spec)
@@ -562,7 +585,7 @@ class _Feed:
         while n > 0:
             if self._at == len(self._chunk[0]):
                 lo = self._generated
-                self._generated = min(lo + _CHUNK, self._spec.events)
+                self._generated = min(lo + self._spec.chunk, self._spec.events)
                 self._chunk, self._at = _chunk(self._spec, lo, self._generated), 0
             end = min(self._at + n, len(self._chunk[0]))
             partitions, keys, values = self._chunk
@@ -707,6 +730,9 @@ async def produce(
     request_timeout_s: float = 30.0,
     format: str = "json",
     registry_url: str | None = None,
+    payload_bytes: int = 0,
+    compression: str = "none",
+    batch_bytes: int = _BATCH_BYTES,
 ) -> ProduceReport:
     """Write ``events`` records as fast as possible, or ``rate`` records/s for ``duration`` s.
 
@@ -716,7 +742,14 @@ async def produce(
     missing; an existing topic keeps its own count (and the records go to its partitions).
     A registry format first registers the standard event's schema under ``<topic>-value``
     at the schema registry ``registry_url`` (its Confluent API), and frames the id it gets.
+    Records go out in batches of up to ``batch_bytes`` (before compression), compressed with
+    ``compression`` (one of COMPRESSIONS).
     """
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got "
+                         f"{compression!r}")
+    if batch_bytes < 1:
+        raise ValueError(f"batch_bytes must be >= 1, got {batch_bytes}")
     if events is not None:
         if rate is not None or duration is not None:
             raise ValueError("give either events, or rate and duration, not both")
@@ -727,7 +760,8 @@ async def produce(
         raise ValueError(f"give events, or rate and duration > 0 (got {rate}, {duration})")
     else:
         total = max(1, round(rate * duration))
-    _Spec(total, seed, bad_fraction, oversize_bytes=oversize_bytes, format=format)  # fail early
+    _Spec(total, seed, bad_fraction, oversize_bytes=oversize_bytes, format=format,
+          payload_bytes=payload_bytes)  # fail early
     schema_id = None
     if format != "json":
         if not registry_url:
@@ -736,16 +770,16 @@ async def produce(
     partitions = await ensure_topic(bootstrap, topic, partitions, timeout_s=request_timeout_s)
     spec = _Spec(
         total, seed, bad_fraction, _USERS, oversize_bytes, 0, partitions, format,
-        1 if schema_id is None else schema_id,
+        1 if schema_id is None else schema_id, payload_bytes,
     )
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
         enable_idempotence=True,  # retried batches must neither duplicate nor reorder
         linger_ms=5,
-        max_batch_size=_BATCH_BYTES,
-        max_request_size=max(_BATCH_BYTES, oversize_bytes) + 64 * 1024,
-        compression_type=None,
+        max_batch_size=batch_bytes,
+        max_request_size=max(batch_bytes, oversize_bytes, payload_bytes) + 64 * 1024,
+        compression_type=None if compression == "none" else compression,
         request_timeout_ms=max(1, int(request_timeout_s * 1000)),
     )
     await producer.start()
@@ -761,7 +795,7 @@ async def produce(
             if due == written:
                 await asyncio.sleep(_RATE_TICK_S)
                 continue
-            n = min(due - written, _CHUNK)
+            n = min(due - written, spec.chunk)
             await writer.write(feed.take(n))
             written += n
             if rate is not None:
@@ -818,6 +852,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=200_000,
         help="oversized bad records are larger than this (default 200000)",
     )
+    parser.add_argument(
+        "--payload-bytes",
+        type=int,
+        default=0,
+        help="pad each good event's payload with a compressible note of this many bytes "
+        "(json only; default 0: no padding)",
+    )
+    parser.add_argument(
+        "--compression",
+        choices=COMPRESSIONS,
+        default="none",
+        help="compression of the record batches (default none)",
+    )
+    parser.add_argument(
+        "--batch-bytes",
+        type=int,
+        default=_BATCH_BYTES,
+        help=f"record batch size before compression (default {_BATCH_BYTES})",
+    )
     parser.add_argument("--bootstrap", help=f"Kafka bootstrap servers (default: ${ENV_BOOTSTRAP})")
     parser.add_argument(
         "--registry-url",
@@ -852,6 +905,10 @@ def _usage_error(args: argparse.Namespace) -> str | None:
         return f"--oversize-bytes must be >= 1, got {args.oversize_bytes}"
     if args.timeout <= 0:
         return f"--timeout must be > 0, got {args.timeout}"
+    if args.payload_bytes < 0 or (args.payload_bytes and args.format != "json"):
+        return "--payload-bytes must be >= 0, and applies to --format json only"
+    if args.batch_bytes < 1:
+        return f"--batch-bytes must be >= 1, got {args.batch_bytes}"
     return None
 
 
@@ -903,6 +960,9 @@ def run_cli(args: argparse.Namespace) -> int:
                 request_timeout_s=args.timeout,
                 format=args.format,
                 registry_url=registry_url,
+                payload_bytes=args.payload_bytes,
+                compression=args.compression,
+                batch_bytes=args.batch_bytes,
             )
         )
     except VeltrixError as exc:  # the registry's errors name its URL and what failed
