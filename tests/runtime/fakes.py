@@ -148,28 +148,32 @@ def settings(*overrides: str) -> VeltrixConfig:
 
 
 class ScriptedWatchdog(Watchdog):
-    """A watchdog whose process is over budget for the first `breaches` looks."""
+    """A watchdog whose process has `resident` bytes for the first `looks` looks (-1: for
+    all), and none after."""
 
-    def __init__(self, budget: Budget, breaches: int) -> None:
+    def __init__(self, budget: Budget, looks: int, resident: int) -> None:
         super().__init__(budget, "w0", [])
-        self.breaches = breaches
-        self.looks = 0
+        self.looks = looks
+        self.resident = resident
+        self.seen = 0
 
-    def over(self) -> int | None:
-        self.looks += 1
-        if self.breaches < 0 or self.looks <= self.breaches:
-            return self.budget.budget_bytes + 1
-        return None
+    def rss(self) -> int:
+        self.seen += 1
+        return self.resident if self.looks < 0 or self.seen <= self.looks else 0
 
 
 def run_loop(s: VeltrixConfig, source: FakeSource, sink: FakeSink,
              stopped: Mapping[int, str] | None = None, timeout: float = 30.0,
-             breaches: int = 0) -> WorkerLoop:
+             breaches: int = 0, resident: Callable[[Budget], int] | None = None
+             ) -> WorkerLoop:
     """Runs a worker loop over the fakes to the end (until=drained), in a thread so that a
     loop that never yields fails the test instead of hanging it."""
     claims = sink.claim(sorted(source.logs))
-    budget = Budget.derive(s.topology.memory_mb, s.topology.memory)
-    dog = ScriptedWatchdog(budget, breaches) if breaches else None
+    budget = Budget.derive(s.topology.memory_mb, s.topology.memory,
+                           s.pipeline.max_record_bytes)
+    # `breaches` looks see `resident(budget)` bytes (default: just over the budget)
+    dog = ScriptedWatchdog(budget, breaches, resident(budget) if resident else
+                           budget.budget_bytes + 1) if breaches else None
     loop = WorkerLoop(s, "w0", claims, budget, written(output_schema(s)), source, sink,
                       stopped, dog)
     error: list[BaseException] = []

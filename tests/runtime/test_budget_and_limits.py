@@ -1,6 +1,8 @@
 import pytest
 
+from veltrix_ray.config import load_config, to_settings
 from veltrix_ray.config.schema import DeadLetterConfig, MemoryConfig
+from veltrix_ray.config.validate import static_findings, validate
 from veltrix_ray.errors import ConfigError, MemoryBudgetExceeded
 from veltrix_ray.runtime.budget import MIB, Budget, Watchdog
 from veltrix_ray.runtime.deadletters import DeadLetterLimit
@@ -9,28 +11,64 @@ pytestmark = pytest.mark.unit
 
 
 def test_budget_derives_batch_and_high_water_from_memory() -> None:
-    b = Budget.derive(768, MemoryConfig(overhead_mb=256, expansion=12, inflight_batches=3))
+    b = Budget.derive(768, MemoryConfig(overhead_mb=256, expansion=12, inflight_batches=3),
+                      131_072)
     assert b.budget_bytes == 768 * MIB
-    assert b.batch_bytes == int(512 * MIB / 36)
+    assert b.record_peak_bytes == 12 * 131_072
+    assert b.batch_bytes == int((512 * MIB - b.record_peak_bytes) / 36)
     assert b.high_water_bytes == 2 * b.batch_bytes
+    # room for the largest batch (its byte cap plus the record that crosses it) under the ceiling
+    assert b.headroom_bytes == int(12 * b.batch_bytes) + b.record_peak_bytes
+    assert b.rss_high_water_bytes == b.budget_bytes - b.headroom_bytes
+
+
+@pytest.mark.parametrize("memory_mb", [512, 640])
+def test_large_records_lower_the_high_water_mark(memory_mb: int) -> None:
+    small = Budget.derive(memory_mb, MemoryConfig(), 131_072)
+    large = Budget.derive(memory_mb, MemoryConfig(), 524_288)
+    assert large.rss_high_water_bytes < small.rss_high_water_bytes < small.budget_bytes
+    assert large.rss_high_water_bytes > MemoryConfig().overhead_mb * MIB
+
+
+def test_batch_share_falls_from_the_high_water_mark_to_the_largest_record() -> None:
+    b = Budget.derive(640, MemoryConfig(), 524_288)
+    assert b.share(0) == b.share(b.rss_high_water_bytes) == 1.0
+    middle = (b.rss_high_water_bytes + b.budget_bytes - b.record_peak_bytes) // 2
+    assert b.share(middle) == pytest.approx(0.5, abs=1e-6)
+    assert b.share(b.budget_bytes - b.record_peak_bytes) == 0.0
+    assert b.share(b.budget_bytes + MIB) == 0.0
 
 
 def test_too_small_budget_names_the_key_and_the_minimum() -> None:
     with pytest.raises(ConfigError, match=r"topology.memory_mb=200 .* Raise topology.memory_mb "
-                                          r"to at least 259"):
-        Budget.derive(200, MemoryConfig())
+                                          r"to at least 262"):
+        Budget.derive(200, MemoryConfig(), 131_072)
+
+
+def test_a_record_larger_than_the_headroom_is_refused_before_launch() -> None:
+    """Static validation, which `run` and `check` both apply, names both keys."""
+    s = to_settings(load_config(["kafka.topic=t", "topology.memory_mb=300",
+                                 "pipeline.max_record_bytes=5000000"]))
+    errors = [f for f in static_findings(s) if f.level == "error"]
+    assert [f.key for f in errors] == ["pipeline.max_record_bytes"]
+    assert "topology.memory_mb=300" in errors[0].message
+    assert "lower pipeline.max_record_bytes to at most" in errors[0].message
+    assert "raise topology.memory_mb to at least" in errors[0].message
+    with pytest.raises(ConfigError, match=r"pipeline.max_record_bytes.*topology.memory_mb"):
+        validate(s)
+    fits = to_settings(load_config(["kafka.topic=t", "topology.memory_mb=640",
+                                    "pipeline.max_record_bytes=524288"]))
+    assert not [f for f in static_findings(fits) if f.level == "error"]
 
 
 def test_watchdog_message_names_actor_partitions_budget_and_keys() -> None:
-    dog = Watchdog(Budget(1 * MIB, 64 * 1024, 128 * 1024), "veltrix:p:w0.0", [3, 4])
-    rss = dog.over()
-    assert rss is not None
+    dog = Watchdog(Budget.derive(300, MemoryConfig(), 131_072), "veltrix:p:w0.0", [3, 4])
     with pytest.raises(MemoryBudgetExceeded, match=r"veltrix:p:w0.0 \(partitions \[3, 4\]\) "
-                                                    r"uses \d+ MiB resident, over its budget of "
-                                                    r"1 MiB \(topology.memory_mb\), even with "
+                                                    r"uses 400 MiB resident, over its budget of "
+                                                    r"300 MiB \(topology.memory_mb\), even with "
                                                     r"batches cut to 1 record\(s\).*Raise "
                                                     r"topology.memory_mb"):
-        raise dog.exceeded(rss, 0, 1)
+        raise dog.exceeded(400 * MIB, 0, 1)
 
 
 def test_consecutive_bad_records_across_batches() -> None:

@@ -139,20 +139,33 @@ def test_live_line_and_summary_show_a_stopped_partition() -> None:
     assert "WAITING w0: partitions [4] wait for backend 42" in summary.line()
 
 
-def test_over_budget_halves_the_batch_and_goes_serial_before_failing() -> None:
+def test_above_the_high_water_mark_batches_shrink_to_the_room_left_one_in_flight() -> None:
+    logs = {0: [(b"k", event(i)) for i in range(30)]}
+    sink = FakeSink()
+    # under the ceiling, but with room for no more than the largest record
+    loop = run_loop(settings("batch.max_records=100"), FakeSource(logs), sink, breaches=-1,
+                    resident=lambda b: b.budget_bytes - b.record_peak_bytes)
+    assert len(sink.rows) == 30 and sink.offsets == {0: 30} and sink.writes == 30
+    assert loop.degraded and loop.max_records == 1
+    assert sink.max_concurrent == 1 and loop.watchdog.breached is False
+
+
+def test_back_under_the_high_water_mark_batches_grow_again() -> None:
     logs = {0: [(b"k", event(i)) for i in range(300)]}
     sink = FakeSink()
-    loop = run_loop(settings("batch.max_records=100"), FakeSource(logs), sink, breaches=6)
-    assert len(sink.rows) == 300 and sink.offsets == {0: 300}
-    # three breaches (each looked at twice) halve the first, sampling fetch of 10 records
-    assert loop.serial and loop.ceiling == 10 // 2 // 2 // 2
+    loop = run_loop(settings("batch.max_records=100"), FakeSource(logs), sink, breaches=4,
+                    resident=lambda b: b.budget_bytes - b.record_peak_bytes)
+    assert len(sink.rows) == 300 and not loop.degraded and loop.max_records == 100
 
 
-def test_the_smallest_batch_over_budget_fails_naming_the_keys() -> None:
+def test_over_budget_with_no_batch_in_flight_fails_naming_the_keys(
+        caplog: pytest.LogCaptureFixture) -> None:
     logs = {0: [(b"k", event(i)) for i in range(300)]}
-    with pytest.raises(MemoryBudgetExceeded, match=r"even with batches cut to 1 record\(s\), "
-                                                    r"one in flight.*topology.memory_mb"):
+    with pytest.raises(MemoryBudgetExceeded, match=r"over its budget of \d+ MiB "
+                                                    r"\(topology.memory_mb\).*topology.memory_mb"):
         run_loop(settings("batch.max_records=100"), FakeSource(logs), FakeSink(), breaches=-1)
+    breaches = [r for r in caplog.records if "went over its" in r.getMessage()]
+    assert len(breaches) == 1 and "w0" in breaches[0].getMessage()
 
 
 def test_large_decompressed_records_shrink_the_batch_to_the_byte_cap() -> None:

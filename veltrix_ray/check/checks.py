@@ -390,22 +390,15 @@ def _ray(s: VeltrixConfig, partitions: int | None) -> Area:
 
 
 def _memory(s: VeltrixConfig) -> Area:
-    topo, mem = s.topology, s.topology.memory
-    try:
-        batch = Budget.derive(topo.memory_mb, mem).batch_bytes
-    except ConfigError:  # already a static error naming topology.memory_mb
-        return [], None
+    """The budget's sizes (static_findings already refuses a budget that cannot hold them)."""
+    topo = s.topology
     largest = s.pipeline.max_record_bytes
+    try:
+        budget = Budget.derive(topo.memory_mb, topo.memory, largest)
+    except ConfigError:  # already a static error naming the key
+        return [], None
+    batch = budget.batch_bytes
     problems = []
-    if largest > batch:
-        need = mem.overhead_mb + -(-int(largest * mem.expansion * mem.inflight_batches) // MIB)
-        problems.append(Finding(
-            "error", "pipeline.max_record_bytes",
-            f"pipeline.max_record_bytes={largest} does not fit the batch byte cap of {batch} "
-            f"bytes that topology.memory_mb={topo.memory_mb} allows (after "
-            f"topology.memory.overhead_mb={mem.overhead_mb}, expansion {mem.expansion:g} x "
-            f"{mem.inflight_batches} batches in flight): lower pipeline.max_record_bytes to at "
-            f"most {batch}, or raise topology.memory_mb to at least {need}"))
     typical = s.batch.max_records * TYPICAL_EVENT_BYTES
     if typical > FAR_ABOVE * batch:
         problems.append(Finding(
@@ -416,7 +409,9 @@ def _memory(s: VeltrixConfig) -> Area:
             "batch.max_records to that, or raise topology.memory_mb for bigger batches"))
     return problems, (f"batches up to {batch / MIB:.1f} MiB (about "
                       f"{batch // TYPICAL_EVENT_BYTES} typical events) within the "
-                      f"{topo.memory_mb} MiB budget; records up to {largest} bytes fit")
+                      f"{topo.memory_mb} MiB budget; records up to {largest} bytes fit; "
+                      f"batches shrink above {budget.rss_high_water_bytes / MIB:.0f} MiB "
+                      "resident")
 
 
 def _dead_letters(s: VeltrixConfig) -> Area:

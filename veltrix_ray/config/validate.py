@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from veltrix_ray.config.budget import Budget
+from veltrix_ray.config.budget import Budget, BudgetError
 from veltrix_ray.config.parse import parse_start
 from veltrix_ray.config.ray_address import address_problem, is_local
 from veltrix_ray.config.schema import (
@@ -113,6 +113,18 @@ def autoscale_findings(t: TopologyConfig) -> list[Finding]:
     return f
 
 
+def memory_findings(s: VeltrixConfig) -> list[Finding]:
+    """The budget can hold its batches and the largest record under topology.memory_mb (a run
+    refuses what `check` reports: both call this)."""
+    if s.pipeline.max_record_bytes < 1:
+        return []  # its own error
+    try:
+        Budget.derive(s.topology.memory_mb, s.topology.memory, s.pipeline.max_record_bytes)
+    except BudgetError as exc:
+        return [Finding("error", exc.key, str(exc))]
+    return []
+
+
 REGISTRY_FORMATS = ("avro", "protobuf")
 
 
@@ -213,13 +225,11 @@ def static_findings(s: VeltrixConfig) -> list[Finding]:
         f.append(Finding("error", "pipeline.dead_letters.window", "must be at least 1"))
     if dl.max_consecutive < 1:
         f.append(Finding("error", "pipeline.dead_letters.max_consecutive", "must be at least 1"))
-    for key, check in (("kafka.start", lambda: parse_start(s.kafka.start)),
-                       ("topology.memory_mb", lambda: Budget.derive(s.topology.memory_mb,
-                                                                    s.topology.memory))):
-        try:
-            check()
-        except ConfigError as exc:
-            f.append(Finding("error", key, str(exc)))
+    try:
+        parse_start(s.kafka.start)
+    except ConfigError as exc:
+        f.append(Finding("error", "kafka.start", str(exc)))
+    f += memory_findings(s)
     f += format_findings(s)
     if not s.pipeline.columns:
         return f  # avro/protobuf: the columns come from the registry at launch (checked then)

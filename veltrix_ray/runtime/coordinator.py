@@ -118,7 +118,8 @@ def first_workers(settings: VeltrixConfig) -> list[Any]:
     """The run's first workers, created by the driver beside the Coordinator, so that their
     processes start (and import) while the Coordinator's starts and sets up; it hands them
     their partitions once claimed."""
-    budget = Budget.derive(settings.topology.memory_mb, settings.topology.memory)
+    budget = Budget.derive(settings.topology.memory_mb, settings.topology.memory,
+                           settings.pipeline.max_record_bytes)
     schema = output_schema(settings)
     return [worker_actor(settings, i, 0, budget, schema)
             for i in range(initial_workers(settings))]
@@ -155,7 +156,8 @@ class Coordinator:
         self._stopping = False
         self._sink = make_sink(settings, f"veltrix-ray coordinator {settings.pipeline.name}")
         self._schema: pa.Schema | None = None
-        self._budget = Budget.derive(settings.topology.memory_mb, settings.topology.memory)
+        self._budget = Budget.derive(settings.topology.memory_mb, settings.topology.memory,
+                                     settings.pipeline.max_record_bytes)
         # counters per partition committed by workers that no longer own it
         self._banked: dict[int, dict[str, Any]] = {}
         self._retired: list[dict[str, Any]] = []  # final reports of rescaled-away workers

@@ -121,12 +121,15 @@ class WorkerLoop:
         self.committer: Committer[_Booked] = Committer(sink, name)
         self.watchdog = watchdog or Watchdog(budget, name, sorted(claims))
         self.held_bytes = 0
-        # batch size in records: the byte cap over the records' decoded size seen so far, at
-        # most `ceiling` (batch.max_records, halved on each memory breach); the first fetch is
-        # small, as nothing is known yet of the records' size (compression hides it)
+        # batch size in records: `fit` (the byte cap over the records' decoded size seen so
+        # far) times the share of a full batch the RSS leaves room for, at most `ceiling`
+        # (batch.max_records); the first fetch is small, as nothing is known yet of the
+        # records' size (compression hides it)
         self.ceiling = s.batch.max_records
-        self.max_records = min(self.ceiling, FIRST_FETCH_RECORDS)
+        self.fit = FIRST_FETCH_RECORDS
+        self.max_records = min(self.ceiling, self.fit)
         self.serial = s.topology.memory.inflight_batches == 1  # one batch alive at a time
+        self.degraded = False  # RSS above the high-water mark: smaller batches, one in flight
         self.batches = 0
         self.latencies: deque[float] = deque(maxlen=10_000)
         self.busy = BusyMeter()
@@ -169,8 +172,8 @@ class WorkerLoop:
                 continue
             if not active:
                 break
-            if self.committer.in_flight and (
-                    self.serial or self.held_bytes >= self.budget.high_water_bytes):
+            if self.committer.in_flight and (self.serial or self.degraded or
+                                             self.held_bytes >= self.budget.high_water_bytes):
                 await self._finish_commit()  # backpressure: no new fetch until one commits
                 continue
             fetched = await self.source.fetch(active, self.max_records)
@@ -207,7 +210,7 @@ class WorkerLoop:
         started = time.perf_counter()
         result = self.step(fetched, self.states)
         self.busy.add(time.perf_counter() - started)
-        self._guard_memory()
+        self.watchdog.look()  # the peak, and a crossed ceiling said once
         for p, why in result.stopped.items():
             self.states[p].stopped = why
         if result.write is None:
@@ -275,25 +278,30 @@ class WorkerLoop:
     def _size_batches(self, fetched: Fetched) -> None:
         """As many records as fit the budget's byte cap, decompressed: the broker's fetch
         limit counts compressed bytes, and a zstd topic can bring many times that."""
-        fit = max(1, len(fetched) * self.budget.batch_bytes // max(fetched.nbytes, 1))
-        self.max_records = min(self.ceiling, fit)
+        self.fit = max(1, len(fetched) * self.budget.batch_bytes // max(fetched.nbytes, 1))
+        self.max_records = min(self.ceiling, self.fit)
 
     def _guard_memory(self) -> None:
-        """Over budget: halve the batch and keep one in flight; fail only when the smallest
-        batch is still over."""
-        if self.watchdog.over() is None:
-            return
-        release_memory()
-        rss = self.watchdog.over()
-        if rss is None:
-            return
-        if self.max_records == 1 and self.serial:
+        """Before a fetch: above the high-water mark, let go of freed memory, then size the
+        next batch to the room left under the ceiling, one batch in flight; fail only when
+        the process is over budget with no batch in flight."""
+        b = self.budget
+        rss = self.watchdog.look()
+        if rss > b.rss_high_water_bytes:
+            release_memory()  # freed pages count as resident until handed back
+            rss = self.watchdog.look()
+        share = b.share(rss)
+        if rss > b.budget_bytes and not self.committer.in_flight:
             raise self.watchdog.exceeded(rss, self.held_bytes, self.max_records)
-        self.ceiling = self.max_records = max(1, self.max_records // 2)
-        self.serial = True
-        log.warning("%s: %d MiB resident, over the %d MiB budget (topology.memory_mb): batches "
-                    "now up to %d records, one in flight", self.name, rss // MIB,
-                    self.budget.budget_bytes // MIB, self.max_records)
+        self.max_records = max(1, min(self.ceiling, int(self.fit * share)))
+        if (share < 1.0) != self.degraded:
+            self.degraded = share < 1.0
+            log.info("%s: %d MiB resident, %s the %d MiB high-water mark under the %d MiB "
+                     "budget (topology.memory_mb): batches %s", self.name, rss // MIB,
+                     "above" if self.degraded else "back under", b.rss_high_water_bytes // MIB,
+                     b.budget_bytes // MIB,
+                     f"now up to {self.max_records} records, one in flight" if self.degraded
+                     else "at full size again")
 
     async def _skip_gaps(self, active: list[int]) -> None:
         """An idle partition whose position moved past its last record (transaction markers,
