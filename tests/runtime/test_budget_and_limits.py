@@ -6,6 +6,7 @@ from veltrix_ray.config.validate import static_findings, validate
 from veltrix_ray.errors import ConfigError, MemoryBudgetExceeded
 from veltrix_ray.runtime.budget import MIB, Budget, Watchdog
 from veltrix_ray.runtime.deadletters import DeadLetterLimit
+from veltrix_ray.runtime.summary import RunSummary
 
 pytestmark = pytest.mark.unit
 
@@ -86,3 +87,16 @@ def test_ratio_over_a_window() -> None:
     assert limit.observe(6, [0, 2, 4]) is None  # below the window: not judged yet
     why = limit.observe(6, [0, 2, 4, 5])
     assert why is not None and "7 of the last 12 records were bad" in why
+
+
+def test_the_summary_shows_each_peak_against_its_budget_and_warns_once_on_a_breach() -> None:
+    def worker(name: str, peak_mb: int) -> dict[str, object]:
+        return {"worker": name, "peak_rss": peak_mb * MIB, "budget_bytes": 512 * MIB,
+                "batches": 9, "restarts": 0}
+
+    table = RunSummary("p", "t", 1.0, {}, [worker("w0", 455), worker("w1", 530)]).table()
+    assert "worker w0: peak RSS 455 MiB of 512 MiB budget" in table
+    assert "worker w1: peak RSS 530 MiB of 512 MiB budget" in table
+    warnings = [line for line in table.splitlines() if line.startswith("warning")]
+    assert warnings == ["warning: worker w1 went over its memory budget (topology.memory_mb): "
+                        "see its peak RSS above"]

@@ -70,6 +70,9 @@ class PipelineMetrics:
                       "second of wall time (last 10 s)", WORKER)
         self.rss = g("veltrix_worker_rss_bytes", "Resident memory of the worker process",
                      WORKER)
+        self.peak_rss = g("veltrix_worker_peak_rss_bytes", "Peak resident memory of the "
+                          "worker process (the kernel's high-water mark), to hold against "
+                          "veltrix_worker_budget_bytes", WORKER)
         self.held = g("veltrix_worker_held_bytes", "Fetched bytes the worker holds (in "
                       "batches not yet committed)", WORKER)
         self.budget = g("veltrix_worker_budget_bytes", "The worker's memory budget "
@@ -122,6 +125,7 @@ class PipelineMetrics:
             tags = {"pipeline": self.pipeline, "worker": str(w["slot"])}
             self.busy.set(w.get("busy_ratio", 0.0), tags)
             self.rss.set(w["rss"], tags)
+            self.peak_rss.set(w.get("peak_rss", 0), tags)
             self.held.set(w["held_bytes"], tags)
             self.budget.set(w["budget_bytes"], tags)
         self.workers.set(live, self.tags)

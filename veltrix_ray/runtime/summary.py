@@ -101,6 +101,9 @@ class RunSummary:
             out.append(f"worker {w['worker']}: peak RSS {w['peak_rss'] / 2**20:,.0f} MiB of "
                        f"{w['budget_bytes'] / 2**20:,.0f} MiB budget, {w['batches']} batches, "
                        f"{w['restarts']} restarts")
+            if w["peak_rss"] > w["budget_bytes"]:
+                out.append(f"warning: worker {w['worker']} went over its memory budget "
+                           "(topology.memory_mb): see its peak RSS above")
         out.append(f"rows written {self.rows:,}, dead letters {self.dead_letters:,}, elapsed "
                    f"{self.elapsed_s:.1f}s, {self.events_per_s:,.0f} events/s "
                    f"({self.processing_events_per_s:,.0f}/s once records flow), commit latency "

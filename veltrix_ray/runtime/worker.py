@@ -77,7 +77,7 @@ class PartitionWorker:
             "status": self.status, "busy_ratio": loop.busy.ratio() if loop else 0.0,
             "commit_p95_s": loop.commit_p95() if loop else 0.0,
             "first_data_at": loop.first_data_at if loop else None,
-            "rss": dog.rss() if dog else 0, "peak_rss": dog.peak_rss if dog else 0,
+            "rss": dog.rss() if dog else 0, "peak_rss": dog.peak() if dog else 0,
             "held_bytes": loop.held_bytes if loop else 0,
             "budget_bytes": self.spec.budget.budget_bytes,
             "batches": loop.batches if loop else 0,
