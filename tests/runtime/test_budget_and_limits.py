@@ -65,11 +65,11 @@ def test_a_record_larger_than_the_headroom_is_refused_before_launch() -> None:
 def test_watchdog_message_names_actor_partitions_budget_and_keys() -> None:
     dog = Watchdog(Budget.derive(300, MemoryConfig(), 131_072), "veltrix:p:w0.0", [3, 4])
     with pytest.raises(MemoryBudgetExceeded, match=r"veltrix:p:w0.0 \(partitions \[3, 4\]\) "
-                                                    r"uses 400 MiB resident, over its budget of "
-                                                    r"300 MiB \(topology.memory_mb\), even with "
-                                                    r"batches cut to 1 record\(s\).*Raise "
-                                                    r"topology.memory_mb"):
-        raise dog.exceeded(400 * MIB, 0, 1)
+                                                    r"uses 400 MiB resident, over its budget "
+                                                    r"of 300 MiB \(topology.memory_mb\), with "
+                                                    r"no batch in flight.*down to 1 "
+                                                    r"record\(s\). Raise topology.memory_mb"):
+        raise dog.exceeded(400 * MIB, 1)
 
 
 def test_consecutive_bad_records_across_batches() -> None:

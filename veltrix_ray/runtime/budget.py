@@ -54,13 +54,14 @@ class Watchdog:
                         self.budget.budget_bytes // MIB)
         return self.peak_rss
 
-    def exceeded(self, rss: int, held_bytes: int, max_records: int) -> MemoryBudgetExceeded:
+    def exceeded(self, rss: int, max_records: int) -> MemoryBudgetExceeded:
         return MemoryBudgetExceeded(
             f"{self.actor} (partitions {self.partitions}) uses {rss // MIB} MiB resident, "
             f"over its budget of {self.budget.budget_bytes // MIB} MiB (topology.memory_mb), "
-            f"even with batches cut to {max_records} record(s), one in flight; "
-            f"{held_bytes // MIB} MiB of it are records held between fetch and commit. Raise "
-            "topology.memory_mb, or lower pipeline.max_record_bytes."
+            "with no batch in flight and freed memory let go; its batches were down to "
+            f"{max_records} record(s). Raise topology.memory_mb (or "
+            "topology.memory.overhead_mb, if the process alone needs more), or lower "
+            "pipeline.max_record_bytes."
         )
 
 

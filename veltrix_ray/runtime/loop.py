@@ -292,7 +292,7 @@ class WorkerLoop:
             rss = self.watchdog.look()
         share = b.share(rss)
         if rss > b.budget_bytes and not self.committer.in_flight:
-            raise self.watchdog.exceeded(rss, self.held_bytes, self.max_records)
+            raise self.watchdog.exceeded(rss, self.max_records)
         self.max_records = max(1, min(self.ceiling, int(self.fit * share)))
         if (share < 1.0) != self.degraded:
             self.degraded = share < 1.0
