@@ -30,12 +30,17 @@ class Expected:
 
 
 def fill(bootstrap: str, topic: str, events: int, partitions: int, seed: int = 7,
-         bad_fraction: float = 0.0) -> Expected:
+         bad_fraction: float = 0.0, payload_bytes: int = 0, compression: str = "none",
+         batch_bytes: int | None = None) -> Expected:
+    """`veltrix-ray produce`'s records in `topic`, and what a run must make of them."""
+    batching = {} if batch_bytes is None else {"batch_bytes": batch_bytes}
     asyncio.run(produce(bootstrap, topic, events=events, partitions=partitions, seed=seed,
-                        bad_fraction=bad_fraction))
+                        bad_fraction=bad_fraction, payload_bytes=payload_bytes,
+                        compression=compression, **batching))
     exp = Expected()
     offsets: Counter[int] = Counter()
-    for rec in generate(events, seed=seed, bad_fraction=bad_fraction):
+    for rec in generate(events, seed=seed, bad_fraction=bad_fraction,
+                        payload_bytes=payload_bytes):
         p = partition_for(rec.key, partitions)
         if rec.event_id is None:
             exp.bad.add((p, offsets[p]))
