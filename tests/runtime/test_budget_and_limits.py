@@ -1,5 +1,6 @@
 import pytest
 
+from veltrix_ray import Pipeline
 from veltrix_ray.config import load_config, to_settings
 from veltrix_ray.config.schema import DeadLetterConfig, MemoryConfig
 from veltrix_ray.config.validate import static_findings, validate
@@ -57,6 +58,8 @@ def test_a_record_larger_than_the_headroom_is_refused_before_launch() -> None:
     assert "raise topology.memory_mb to at least" in errors[0].message
     with pytest.raises(ConfigError, match=r"pipeline.max_record_bytes.*topology.memory_mb"):
         validate(s)
+    with pytest.raises(ConfigError, match=r"pipeline.max_record_bytes.*topology.memory_mb"):
+        Pipeline(s)  # `run` refuses it before launch, as `check` does: no Ray is started
     fits = to_settings(load_config(["kafka.topic=t", "topology.memory_mb=640",
                                     "pipeline.max_record_bytes=524288"]))
     assert not [f for f in static_findings(fits) if f.level == "error"]

@@ -164,12 +164,14 @@ class WorkerLoop:
                 self._apply_changes()
                 await self._bind()
                 continue
-            self._guard_memory()
             active = [p for p, st in self.states.items() if not st.done]
             if not self.states:  # a new worker of a rescale: ready, waiting for partitions
                 await self._work.wait()
                 self._work.clear()
                 continue
+            # after the wait: a worker fails for memory only once it holds partitions (the
+            # coordinator hands a new worker its set while that one waits above)
+            self._guard_memory()
             if not active:
                 break
             if self.committer.in_flight and (self.serial or self.degraded or

@@ -142,6 +142,8 @@ class PartitionWorker:
             raise self._failure(exc, "see the worker's log (`ray logs`) for the traceback",
                                 WorkerCrashed) from exc
         finally:
+            if self.status == "running":  # it raised: no partition can be handed to it now
+                self.status = "failed"
             self._started.set()
             await source.close()
             self.sink.close()
