@@ -3,6 +3,7 @@
 
 mod columns;
 mod json;
+mod jsonin;
 mod plan;
 mod protobuf;
 mod reader;
@@ -351,6 +352,52 @@ impl ProtobufDecoder {
     }
 }
 
+/// Decodes JSON values (one object per record) into Arrow column buffers; records it cannot
+/// decode exactly as the Python path would are deferred to it.
+#[pyclass(module = "veltrix_codec")]
+struct JsonDecoder {
+    inner: jsonin::JsonDecoder,
+}
+
+/// (positions decoded, positions deferred, positions without a value, buffers per column)
+type JsonDecoded<'py> = (Vec<usize>, Vec<usize>, Vec<usize>, Vec<Bound<'py, PyTuple>>);
+
+#[pymethods]
+impl JsonDecoder {
+    #[new]
+    fn new(columns: Vec<(String, String, bool)>, max_record_bytes: usize) -> PyResult<Self> {
+        let columns = parse_columns(columns)?;
+        if let Some(c) = columns.iter().find(|c| !jsonin::supported(c.kind)) {
+            return Err(PyValueError::new_err(format!(
+                "column `{}`: type {} is decoded by the Python path",
+                c.name,
+                c.kind.name()
+            )));
+        }
+        Ok(JsonDecoder {
+            inner: jsonin::JsonDecoder::new(columns, max_record_bytes),
+        })
+    }
+
+    /// -> (positions decoded, positions deferred, positions of None, buffers per column)
+    fn decode<'py>(
+        &mut self,
+        py: Python<'py>,
+        values: &Bound<'py, PyAny>,
+    ) -> PyResult<JsonDecoded<'py>> {
+        let (items, ptrs) = gather(values)?;
+        let inner = &mut self.inner;
+        let out = py.detach(move || {
+            let ptrs = ptrs;
+            // SAFETY: `items` keeps every value alive until after this section
+            unsafe { inner.run(&ptrs.0) }
+        });
+        drop(items);
+        let buffers = take_buffers(py, &mut self.inner.columns)?;
+        Ok((out.good, out.deferred, out.absent, buffers))
+    }
+}
+
 /// The Confluent schema id of each value: -1 for None or under 5 bytes, -2 for a magic byte
 /// other than 0.
 #[pyfunction]
@@ -374,6 +421,7 @@ fn schema_ids(values: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
 fn veltrix_codec(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<AvroDecoder>()?;
     m.add_class::<ProtobufDecoder>()?;
+    m.add_class::<JsonDecoder>()?;
     m.add_function(wrap_pyfunction!(schema_ids, m)?)?;
     Ok(())
 }

@@ -59,17 +59,10 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.internal.type_checkers import ToShortestFloat
 from google.protobuf.message import DecodeError, Message
 
+from veltrix_ray.batch.native import codec
+from veltrix_ray.batch.schema import from_buffers
 
-def _codec() -> Any:
-    """veltrix_codec, or None when not built (the Python path then decodes everything)."""
-    try:
-        import veltrix_codec
-    except ImportError:
-        return None
-    return veltrix_codec
-
-
-veltrix_codec = _codec()
+veltrix_codec = codec()  # None: the Python (upb) path decodes everything
 log = logging.getLogger(__name__)
 
 ARROW_TYPES: dict[str, pa.DataType] = {
@@ -297,13 +290,7 @@ class ProtobufDecoder:
                        ) -> tuple[list[int], Errors, list[pa.Array]]:
         assert self._native is not None
         ok, errors, buffers = self._native.decode(values)
-        n = len(ok)
-        arrays = []
-        for (_, kind, _), (validity, offsets, data) in zip(self.columns, buffers, strict=True):
-            parts = [validity, data] if offsets is None else [validity, offsets, data]
-            arrays.append(pa.Array.from_buffers(
-                ARROW_TYPES[kind], n, [None if b is None else pa.py_buffer(b) for b in parts]))
-        return ok, errors, arrays
+        return ok, errors, from_buffers([kind for _, kind, _ in self.columns], len(ok), buffers)
 
     def _decode_python(self, values: Sequence[bytes | None]
                        ) -> tuple[list[int], Errors, list[pa.Array]]:

@@ -16,16 +16,11 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from veltrix_ray.batch.decode import Decoded
-from veltrix_ray.batch.schema import METADATA, Column, arrow_schema
+from veltrix_ray.batch.schema import METADATA, Column, arrow_schema, from_buffers, kafka_metadata
 from veltrix_ray.contracts import DeadLetter, Fetched, Reason
 from veltrix_ray.errors import ConfigError
 
 REGISTRY_FORMATS = ("avro", "protobuf")
-_ARROW = {name: arrow_schema([Column("x", name)]).field("x").type
-          for name in ("int64", "float64", "string", "bool", "timestamp", "date", "json",
-                       "bytes", "uuid", "decimal")}
-
-
 @dataclass(frozen=True)
 class Field:
     """A top-level field of a writer schema, as a column would hold it."""
@@ -162,16 +157,7 @@ class AvroCodec:
     def decode(self, values: list[bytes]) -> tuple[list[int], list[tuple[int, str]],
                                                     list[pa.Array]]:
         ok, errors, buffers = self._codec.decode(values)
-        n = len(ok)
-        arrays = []
-        for col, bufs in zip(self.columns, buffers, strict=True):
-            validity, offsets, data = bufs
-            parts = [None if validity is None else pa.py_buffer(validity)]
-            if offsets is not None:
-                parts.append(pa.py_buffer(offsets))
-            parts.append(pa.py_buffer(data))
-            arrays.append(pa.Array.from_buffers(_ARROW[col.type], n, parts))
-        return ok, errors, arrays
+        return ok, errors, from_buffers([c.type for c in self.columns], len(ok), buffers)
 
 
 class ProtobufCodec:
@@ -337,10 +323,7 @@ class RegistryDecoder:
         bad += [fetched.dead_letter(todo[j], why, Reason.DECODE) for j, why in errors]
         bad.sort(key=lambda b: b.index)
         good = [todo[j] for j in ok]
-        meta = [[fetched.topic] * len(good)] + [
-            [column[i] for i in good] for column in
-            (fetched.partitions, fetched.offsets, fetched.keys, fetched.timestamps)]
-        arrays += [pa.array(m, f.type) for m, f in zip(meta, METADATA, strict=True)]
+        arrays += kafka_metadata(fetched, good)
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.full_schema)
         return Decoded(batch, bad, good, skipped, stopped)
 
@@ -348,15 +331,7 @@ class RegistryDecoder:
         """Every record framed with an admitted id: one codec call, no per-record Python."""
         ok, errors, arrays = self._codec.decode(fetched.values)  # type: ignore[arg-type]
         bad = [fetched.dead_letter(j, why, Reason.DECODE) for j, why in errors]
-        meta: list[Sequence[Any]]
-        if errors:
-            meta = [[fetched.topic] * len(ok)] + [
-                [column[i] for i in ok] for column in
-                (fetched.partitions, fetched.offsets, fetched.keys, fetched.timestamps)]
-        else:
-            meta = [[fetched.topic] * len(ok), fetched.partitions, fetched.offsets, fetched.keys,
-                    fetched.timestamps]
-        arrays += [pa.array(m, f.type) for m, f in zip(meta, METADATA, strict=True)]
+        arrays += kafka_metadata(fetched, ok if errors else None)
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.full_schema)
         return Decoded(batch, bad, ok if errors else None)
 
