@@ -359,11 +359,13 @@ def test_record_errors_and_rollback() -> None:
     body = good_value[5:]
     cases: list[tuple[bytes | None, str]] = [
         (None, "no value"),
-        (b"", "too short for the Confluent header: 0 bytes (needs 5)"),
-        (b"\x00\x00\x01", "too short for the Confluent header: 3 bytes (needs 5)"),
+        (b"", "too short for the Confluent wire format: 0 bytes (needs 5: magic byte 0 and a "
+              "4-byte schema id)"),
+        (b"\x00\x00\x01", "too short for the Confluent wire format: 3 bytes"),
         (b"\x01" + good_value[1:],
-         "wrong magic byte 1: schema ids in record headers are not supported yet"),
-        (b'{"s": 1}', "wrong magic byte 123 (expected 0, the Confluent wire format); the value"),
+         "wrong magic byte 0x01: schema ids in record headers are not supported yet"),
+        (b'{"s": 1}', "wrong magic byte 0x7b: not the Confluent wire format (magic byte 0); the "
+                      "value looks like JSON"),
         (b"\x00\x00\x00\x00\x09" + body, "unknown schema id 9"),
         (good_value[:-1], "truncated: the record ends inside field `b`"),
         (good_value[:-5], "truncated or corrupt: length 1 in field `j` exceeds the 0 bytes left"),

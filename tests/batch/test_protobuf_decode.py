@@ -203,11 +203,12 @@ def test_bad_records_are_isolated_with_their_reasons(decoder, classes) -> None:
     assert ok == [0, 9, 12]
     reasons = dict(errors)
     assert reasons == {
-        1: "magic byte 1 (schema id in the record headers) is not supported yet: only the "
-           "Confluent framing, magic byte 0, is",
-        2: "wrong magic byte 123: not the Confluent wire format (magic byte 0)",
-        3: "too short for the Confluent Protobuf framing: 3 bytes (magic byte, 4-byte schema "
-           "id, message-index list, payload)",
+        1: "wrong magic byte 0x01: schema ids in record headers are not supported yet (the "
+           "Confluent wire format starts with magic byte 0)",
+        2: "wrong magic byte 0x7b: not the Confluent wire format (magic byte 0); the value looks "
+           "like JSON",
+        3: "too short for the Confluent wire format: 3 bytes (needs 5: magic byte 0 and a "
+           "4-byte schema id)",
         4: "unknown schema id 7",
         5: "bad message-index list: negative count -1",
         6: "bad message-index list: 2 indexes in 1 bytes",

@@ -132,3 +132,14 @@ def test_avro_fields_map_types_and_nullability() -> None:
     assert fields == {"ts": ("timestamp", False, False), "m": ("json", False, False),
                       "e": ("string", False, False), "e2": ("string", False, False),
                       "u": ("uuid", True, True), "d": ("decimal", False, False)}
+
+
+def test_a_value_not_in_the_wire_format_is_worded_the_same_for_every_format() -> None:
+    from veltrix_ray.batch.protobuf import ProtobufDecoder, header_error
+    values: list[bytes | None] = [b"\x01\x00\x00\x00\x01\x02", b'{"a": 1}', b"\x00\x00"]
+    expected = {i: header_error(v) for i, v in enumerate(values) if v is not None}
+    avro = decoder().decode(fetched(values))
+    assert {b.index: b.error for b in avro.bad} == expected
+    for native in (True, False):
+        proto = ProtobufDecoder([("a", "int64", False)], native=native)
+        assert dict(proto.decode(values)[1]) == expected, native

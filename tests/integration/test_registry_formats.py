@@ -256,7 +256,7 @@ def _count(dsn: str, table: str) -> int:
 BAD_REASONS = {
     "avro": {"wrong_magic": "magic byte 0x01", "unknown_id": "unknown schema id",
              "truncated": "truncated", "trailing": "trailing"},
-    "protobuf": {"wrong_magic": "magic byte 1", "unknown_id": "unknown schema id",
+    "protobuf": {"wrong_magic": "magic byte 0x01", "unknown_id": "unknown schema id",
                  "truncated": "does not parse", "trailing": "does not parse"},
 }
 

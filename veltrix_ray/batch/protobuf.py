@@ -146,10 +146,9 @@ Extract = Callable[[list[Any]], tuple[list[Any], Errors]]
 
 def message_indexes(value: bytes) -> tuple[tuple[int, ...], int]:
     """The message-index path of a Confluent Protobuf value and where its payload starts."""
-    if len(value) < 6:
-        raise ValueError(_too_short(len(value)))
-    if value[0] != 0:
-        raise ValueError(_wrong_magic(value[0]))
+    why = header_error(value)
+    if why is not None:
+        raise ValueError(why)
     count, at = _zigzag(value, 5)
     if count < 0:
         raise ValueError(f"bad message-index list: negative count {count}")
@@ -180,16 +179,20 @@ def _zigzag(value: bytes, at: int) -> tuple[int, int]:
     raise ValueError("bad message-index list: a varint longer than 5 bytes")
 
 
-def _too_short(n: int) -> str:
-    return (f"too short for the Confluent Protobuf framing: {n} bytes "
-            "(magic byte, 4-byte schema id, message-index list, payload)")
-
-
-def _wrong_magic(magic: int) -> str:
-    if magic == 1:
-        return ("magic byte 1 (schema id in the record headers) is not supported yet: "
-                "only the Confluent framing, magic byte 0, is")
-    return f"wrong magic byte {magic}: not the Confluent wire format (magic byte 0)"
+def header_error(value: bytes) -> str | None:
+    """Why a value is not in the Confluent wire format (magic byte 0, 4-byte schema id), if it
+    is not: worded as native/src/lib.rs words it for both codecs."""
+    if value[:1] == b"\x01":
+        return ("wrong magic byte 0x01: schema ids in record headers are not supported yet (the "
+                "Confluent wire format starts with magic byte 0)")
+    if value and value[0] != 0:
+        json = "; the value looks like JSON" if value[:1] == b"{" else ""
+        return (f"wrong magic byte {value[0]:#04x}: not the Confluent wire format (magic byte "
+                f"0){json}")
+    if len(value) < 5:
+        return (f"too short for the Confluent wire format: {len(value)} bytes (needs 5: magic "
+                "byte 0 and a 4-byte schema id)")
+    return None
 
 
 @dataclass
@@ -356,11 +359,10 @@ class ProtobufDecoder:
         return positions, errors, arrays
 
     def _locate(self, value: bytes | None, groups: dict[Any, _Group]) -> tuple[_Group, int] | str:
-        """The group of a record whose header is not a known 6-byte one, or its error."""
+        """The group of a record whose header is not a known 6-byte one, or its error (a value
+        not in the Confluent wire format among them)."""
         if value is None:
             return "no value (a tombstone)"
-        if len(value) < 6:
-            return _wrong_magic(value[0]) if value and value[0] != 0 else _too_short(len(value))
         try:
             path, start = message_indexes(value)
         except ValueError as e:
