@@ -73,9 +73,9 @@ def run_checks(settings: VeltrixConfig) -> list[Finding]:
 def _registry(s: VeltrixConfig) -> Area | None:
     """Reachable, the value subject exists, its latest version fits the columns (and, with no
     pipeline.columns, gives them)."""
-    from veltrix_ray.batch.registry import REGISTRY_FORMATS, RegistryDecoder, Writer
+    from veltrix_ray.batch.registry import REGISTRY_FORMATS, RegistryDecoder, Writer, subject_name
     from veltrix_ray.batch.schema import columns_from_config
-    from veltrix_ray.registry.client import RegistryClient, RegistryError
+    from veltrix_ray.registry.client import RegistryClient, RegistryError, RegistryUnavailable
     from veltrix_ray.runtime.schemas import resolve_columns
 
     p = s.pipeline
@@ -85,9 +85,10 @@ def _registry(s: VeltrixConfig) -> Area | None:
     try:
         resolve_columns(s)
     except ConfigError as exc:
-        key = "schema_registry.url" if "cannot be reached" in str(exc) else "pipeline.columns"
+        unreachable = isinstance(exc.__cause__, RegistryUnavailable)
+        key = "schema_registry.url" if unreachable else "pipeline.columns"
         return [Finding("error", key, str(exc))], None
-    subject = f"{s.kafka.topic}-value"
+    subject = subject_name(s.kafka.topic, "value")
     try:
         latest = RegistryClient.from_config(s.schema_registry).latest(subject)
     except RegistryError as exc:
