@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from veltrix_ray.check.pipeline import launch_findings
 from veltrix_ray.config.mask import mask_text
 from veltrix_ray.config.ray_address import (
     JOIN_FIX,
@@ -31,7 +32,7 @@ from veltrix_ray.config.ray_address import (
     probe,
 )
 from veltrix_ray.config.schema import KafkaConfig, TopologyConfig, VeltrixConfig
-from veltrix_ray.config.validate import Finding, kafka_security_findings, static_findings
+from veltrix_ray.config.validate import Finding, kafka_security_findings
 from veltrix_ray.errors import ConfigError
 from veltrix_ray.runtime.assignment import assign
 from veltrix_ray.runtime.budget import MIB, Budget
@@ -55,7 +56,7 @@ Area = tuple[list[Finding], str | None]
 def run_checks(settings: VeltrixConfig) -> list[Finding]:
     """Static findings, then one problem list and one `ok` line per area that has no error."""
     registry = _registry(settings)  # first: avro/protobuf columns may come from it
-    findings = static_findings(settings)
+    findings = launch_findings(settings)
     oks: list[Finding] = []
     if not _errors(findings):
         oks.append(Finding("ok", "config", "types and values are valid"))

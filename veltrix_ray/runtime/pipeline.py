@@ -15,10 +15,10 @@ from omegaconf import DictConfig
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from veltrix_ray import errors
+from veltrix_ray.check.pipeline import validate
 from veltrix_ray.config import load_config, to_settings
 from veltrix_ray.config.ray_address import JOIN_FIX, LOCAL, is_local, probe
 from veltrix_ray.config.schema import TopologyConfig, VeltrixConfig
-from veltrix_ray.config.validate import validate
 from veltrix_ray.local.procs import port_is_free
 from veltrix_ray.local.ray_head import RayHead
 from veltrix_ray.runtime.coordinator import (
