@@ -263,7 +263,7 @@ def test_schema_checks_name_the_field() -> None:
 def test_fields_give_kinds_and_nullability() -> None:
     d = ProtobufDecoder([("s", "string", False)])
     d.add_schema(1, PROTO, {"inner.proto": INNER})
-    assert dict((n, (k, null)) for n, k, null in d.fields(1)) == {
+    assert {n: (k, null) for n, k, null in d.fields(1)} == {
         "i32": ("int64", False), "u64": ("int64", False), "s64": ("int64", False),
         "d": ("float64", False), "f": ("float64", False), "s": ("string", False),
         "color": ("string", False), "b": ("bool", False), "raw": ("bytes", False),

@@ -96,7 +96,7 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
         def run() -> None:
             try:
                 outcome["summary"] = pipeline.run(on_progress=latest.append)
-            except BaseException as exc:  # reported in the result
+            except BaseException as exc:  # noqa: BLE001 - reported in the result
                 outcome["error"] = "".join(traceback.format_exception(exc))
 
         thread = threading.Thread(target=run, name="pipeline", daemon=True)
@@ -165,7 +165,7 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
 if __name__ == "__main__":
     try:
         out = main(json.loads(sys.argv[1]))
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
         out = {"ok": False, "error": "".join(traceback.format_exception(exc))}
     print("RESULT " + json.dumps(out, default=str), flush=True)
     sys.exit(0 if out.get("ok") else 1)

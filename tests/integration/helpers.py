@@ -96,7 +96,7 @@ class Background:
     def _run(self) -> None:
         try:
             self.summary = self.pipeline.run()
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
             self.error = exc
 
     def __enter__(self) -> Background:

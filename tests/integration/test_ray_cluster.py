@@ -201,7 +201,7 @@ class RayHead:
             try:
                 return JobSubmissionClient(self.dashboard,
                                            headers={"Authorization": f"Bearer {TOKEN}"})
-            except Exception as exc:  # the job server is not up yet
+            except Exception as exc:  # noqa: BLE001 - the job server is not up yet
                 last = exc
                 time.sleep(1.0)
         pytest.fail(f"the job server at {self.dashboard} did not answer within {timeout:.0f}s "

@@ -234,7 +234,7 @@ def test_worker_killed_mid_run_on_an_avro_topic_exactly_once(
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT count(*), count(DISTINCT order_id) FROM orders"
                             ).fetchone() == (n, n)
-    assert offsets(pg_dsn, topic) == {p: n // 4 for p in range(4)}
+    assert offsets(pg_dsn, topic) == dict.fromkeys(range(4), n // 4)
     assert _dead(pg_dsn) == 0
 
 
@@ -286,7 +286,7 @@ def test_produced_events_with_bad_records_land_exactly(
             good[rec.event_id] = json.loads(js.value)
         hw[p] += 1
     if fmt == "protobuf":  # the second message type of the schema, Confluent index [1]
-        tagged = [r for r in generate(50, seed=99, format=fmt, schema_id=sid)]
+        tagged = list(generate(50, seed=99, format=fmt, schema_id=sid))
         values = [r.value[:5] + b"\x02\x02" + r.value[6:] + b"\x42\x03abc" for r in tagged]
         offsets_1 = send(kafka_bootstrap, topic, values, partition=1)
         assert offsets_1[0] == hw[1]

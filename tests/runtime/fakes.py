@@ -177,7 +177,7 @@ def run_loop(s: VeltrixConfig, source: FakeSource, sink: FakeSink,
     def target() -> None:
         try:
             asyncio.run(loop.run())
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
             error.append(exc)
 
     thread = threading.Thread(target=target, daemon=True)

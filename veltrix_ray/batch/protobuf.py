@@ -110,12 +110,12 @@ _INTS = frozenset({_T.TYPE_INT32, _T.TYPE_INT64, _T.TYPE_UINT32, _T.TYPE_UINT64,
 _UNSIGNED_64 = frozenset({_T.TYPE_UINT64, _T.TYPE_FIXED64})
 _FLOATS = frozenset({_T.TYPE_FLOAT, _T.TYPE_DOUBLE})
 _SCALAR_KINDS = {  # the kinds a scalar field may go into; json takes anything
-    **{t: ("int64", "float64", "decimal") for t in _INTS},
+    **dict.fromkeys(_INTS, ("int64", "float64", "decimal")),
     _T.TYPE_FLOAT: ("float64",), _T.TYPE_DOUBLE: ("float64",),
     _T.TYPE_STRING: ("string", "uuid", "decimal"), _T.TYPE_ENUM: ("string",),
     _T.TYPE_BOOL: ("bool",), _T.TYPE_BYTES: ("bytes",),
 }
-_NATURAL_KIND = {**{t: "int64" for t in _INTS}, _T.TYPE_FLOAT: "float64",
+_NATURAL_KIND = {**dict.fromkeys(_INTS, "int64"), _T.TYPE_FLOAT: "float64",
                  _T.TYPE_DOUBLE: "float64", _T.TYPE_STRING: "string", _T.TYPE_ENUM: "string",
                  _T.TYPE_BOOL: "bool", _T.TYPE_BYTES: "bytes"}
 _WRAPPERS = frozenset(f"google.protobuf.{t}Value" for t in
@@ -664,9 +664,9 @@ def _describe(f: FieldDescriptor) -> str:
         return "map"
     label = "repeated " if _is_repeated(f) else ""
     if f.cpp_type == _T.CPPTYPE_MESSAGE:
-        return label + f.message_type.full_name
+        return label + str(f.message_type.full_name)
     if f.type == _T.TYPE_ENUM:
-        return label + "enum " + f.enum_type.full_name
+        return label + "enum " + str(f.enum_type.full_name)
     return label + _TYPE_NAMES[f.type]
 
 

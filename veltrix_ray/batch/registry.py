@@ -270,7 +270,7 @@ class RegistryDecoder:
     def plan(self, writer: Writer) -> Plan:
         try:
             fields = writer_fields(writer)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a schema the parsers cannot read, whatever they raise
             return Plan(refused=f"{writer.where()} cannot be read: {type(exc).__name__}: {exc}")
         have = {c.name for c in self.columns}
         if self.evolution != "add_columns":

@@ -95,7 +95,7 @@ def _registry(s: VeltrixConfig) -> Area | None:
     except RegistryError as exc:
         return [Finding("error", "kafka.topic", f"the registry has no subject {subject} "
                         f"({exc}): register the topic's value schema first")], None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any other failure of the registry names its URL
         return [Finding("error", "schema_registry.url", str(exc))], None
     writer = Writer(latest.schema.id, latest.schema.schema_type, latest.schema.text,
                     subject=subject, version=latest.version)
@@ -245,7 +245,7 @@ def _written_schema(s: VeltrixConfig) -> pa.Schema | None:
 
     try:
         return written(output_schema(s))
-    except Exception:  # reported by static_findings with its key
+    except Exception:  # noqa: BLE001 - reported by static_findings with its key
         return None
 
 
@@ -331,7 +331,7 @@ def _capacity(topo: TopologyConfig) -> tuple[float, float, str, bool]:
     import ray
 
     if ray.is_initialized():  # the run uses this Ray too, whatever topology.address says
-        resources = ray.cluster_resources()
+        resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
         return (resources.get("CPU", 0.0), resources.get("memory", 0.0), "the connected Ray",
                 has_autoscaler())
     if is_local(topo.address):
@@ -354,7 +354,7 @@ def _ray(s: VeltrixConfig, partitions: int | None) -> Area:
         return [], None  # already static errors
     try:
         cpus, memory, where, autoscales = _capacity(topo)
-    except Exception as exc:  # any failure to join means the address is wrong
+    except Exception as exc:  # noqa: BLE001 - any failure to join means the address is wrong
         return [Finding("error", "topology.address",
                         f"cannot connect to Ray at {topo.address} ({type(exc).__name__}: "
                         f"{exc}): {JOIN_FIX}")], None

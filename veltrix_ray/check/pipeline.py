@@ -20,7 +20,7 @@ def pipeline_findings(s: VeltrixConfig) -> list[Finding]:
     except ConfigError as exc:
         f.append(Finding("error", "pipeline", str(exc)))
         return f
-    except Exception as exc:  # a user transform that fails on an empty batch
+    except Exception as exc:  # noqa: BLE001 - a user transform that fails on an empty batch
         f.append(Finding("error", "pipeline.transforms",
                          f"the transform chain fails on an empty batch: {type(exc).__name__}: "
                          f"{exc}"))

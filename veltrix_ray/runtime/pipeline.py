@@ -73,7 +73,7 @@ def _wait_gone(pipeline: str, timeout_s: float = 10.0) -> None:
     while True:
         try:
             named = ray.util.list_named_actors(all_namespaces=True)
-        except Exception as exc:  # Ray itself is gone: so are the actors
+        except Exception as exc:  # noqa: BLE001 - Ray itself is gone: so are the actors
             log.debug("listing named actors: %s", exc)
             return
         left = sorted(a["name"] for a in named

@@ -79,7 +79,7 @@ async def start_offsets(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition
     ends = dict(await consumer.end_offsets(list(tps)))
     if where == "latest":
         return ends
-    found = await consumer.offsets_for_times({tp: where for tp in tps})
+    found = await consumer.offsets_for_times(dict.fromkeys(tps, where))
     return {tp: (found[tp].offset if found.get(tp) is not None else ends[tp]) for tp in tps}
 
 
