@@ -43,7 +43,7 @@ def record(fields: list[tuple[str, Any]], name: str = "R", **extra: Any) -> dict
             "fields": [{"name": n, "type": t} for n, t in fields]}
 
 
-def to_arrays(columns: list[Col], n: int, buffers: list[tuple]) -> dict[str, pa.Array]:
+def to_arrays(columns: list[Col], n: int, buffers: list[tuple[Any, ...]]) -> dict[str, pa.Array]:
     out = {}
     for (name, kind, _), (validity, offsets, data) in zip(columns, buffers, strict=True):
         parts = [validity, data] if offsets is None else [validity, offsets, data]
@@ -55,7 +55,7 @@ def to_arrays(columns: list[Col], n: int, buffers: list[tuple]) -> dict[str, pa.
 
 
 def run(columns: list[Col], schemas: dict[int, Any], values: Sequence[bytes | None],
-        ) -> tuple[list[int], list[tuple[int, str]], dict[str, list]]:
+        ) -> tuple[list[int], list[tuple[int, str]], dict[str, list[Any]]]:
     decoder = AvroDecoder(columns)
     for sid, schema in schemas.items():
         decoder.add_schema(sid, json.dumps(schema))
@@ -448,7 +448,7 @@ def test_decoder_state_between_calls_and_iterables() -> None:
 def test_decoders_in_threads() -> None:
     values = [frame(STANDARD, event(i)) for i in range(5000)]
 
-    def decode(_: int) -> tuple:
+    def decode(_: int) -> tuple[Any, ...]:
         decoder = AvroDecoder(STANDARD_COLUMNS)
         decoder.add_schema(1, json.dumps(STANDARD))
         return decoder.decode(values)

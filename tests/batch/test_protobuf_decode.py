@@ -90,7 +90,8 @@ def full_row(classes: dict[str, type]):  # type: ignore[no-untyped-def]
     return r
 
 
-def test_every_kind_decodes_to_exact_arrow_arrays(decoder, classes) -> None:
+def test_every_kind_decodes_to_exact_arrow_arrays(decoder: ProtobufDecoder,
+                                                  classes: dict[str, type]) -> None:
     values = [header() + full_row(classes).SerializeToString(),
               header() + classes["Row"](id=UUID, amount="1e3").SerializeToString()]
     ok, errors, arrays = decoder.decode(values)
@@ -122,7 +123,8 @@ def test_every_kind_decodes_to_exact_arrow_arrays(decoder, classes) -> None:
     assert "318234," in got["doc"][0].as_py()
 
 
-def test_other_message_indexes_and_projection(decoder, classes) -> None:
+def test_other_message_indexes_and_projection(decoder: ProtobufDecoder,
+                                              classes: dict[str, type]) -> None:
     ok, errors, arrays = decoder.decode([
         header(path=(1,)) + classes["Other"](s="other", i32=2**40).SerializeToString(),
         header(path=(0, 1)) + classes["Nested"](s="nested", i32=3).SerializeToString(),
@@ -151,7 +153,7 @@ def test_other_message_indexes_and_projection(decoder, classes) -> None:
         ["other", "nested", "row"], [2**40, 3, 1], [None, None, None]]
 
 
-def test_absent_fields_are_null_and_non_nullable_nulls_are_errors(classes) -> None:
+def test_absent_fields_are_null_and_non_nullable_nulls_are_errors(classes: dict[str, type]) -> None:
     d = ProtobufDecoder([("ts", "timestamp", False), ("opt", "int64", False),
                          ("maybe_n", "int64", False), ("s", "string", False)])
     d.add_schema(SCHEMA_ID, PROTO, {"inner.proto": INNER})
@@ -168,7 +170,8 @@ def test_absent_fields_are_null_and_non_nullable_nulls_are_errors(classes) -> No
     assert errors == [(1, "column ts: field t.Row.ts is absent and the column is not nullable")]
 
 
-def test_bad_records_are_isolated_with_their_reasons(decoder, classes) -> None:
+def test_bad_records_are_isolated_with_their_reasons(decoder: ProtobufDecoder,
+                                                     classes: dict[str, type]) -> None:
     good = full_row(classes).SerializeToString()
     nul = full_row(classes)
     nul.s = "a\x00b"
@@ -227,7 +230,7 @@ def test_bad_records_are_isolated_with_their_reasons(decoder, classes) -> None:
     assert arrays[12].to_pylist()[2] == '["a","b","\\\\u0000"]'
 
 
-def test_random_bytes_never_raise(decoder, classes) -> None:
+def test_random_bytes_never_raise(decoder: ProtobufDecoder, classes: dict[str, type]) -> None:
     rng = random.Random(12)
     good = header() + full_row(classes).SerializeToString()
     values = [bytes(rng.randrange(256) for _ in range(rng.randrange(40))) for _ in range(2000)]
@@ -314,7 +317,7 @@ def test_standard_event_proto_fits_the_standard_columns() -> None:
         "payload": '{"page":"/p/63","ab":"B","items":[318234]}'}
 
 
-def test_both_paths_take_the_test_schemas(decoder) -> None:
+def test_both_paths_take_the_test_schemas(decoder: ProtobufDecoder) -> None:
     assert decoder.native(SCHEMA_ID)
     text = (resources.files("veltrix_ray") / "formats" / "standard_event.proto").read_text()
     d = ProtobufDecoder([("kind", "string", False)])
@@ -454,7 +457,7 @@ def test_rust_and_python_paths_agree() -> None:
     assert same_result(values, DOC, DOC_COLS) > 300
 
 
-def test_a_schema_with_any_keeps_the_python_path_in_a_mixed_batch(classes) -> None:
+def test_a_schema_with_any_keeps_the_python_path_in_a_mixed_batch(classes: dict[str, type]) -> None:
     any_proto = ('syntax = "proto3"; package a; import "google/protobuf/any.proto"; '
                  "message Row { string s = 1; google.protobuf.Any extra = 2; }")
     cols = [("s", "string", False), ("extra", "json", True)]

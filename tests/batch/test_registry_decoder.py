@@ -108,7 +108,7 @@ def test_a_schema_the_columns_cannot_follow_stops_only_its_partitions() -> None:
 
 def test_keys_fill_their_columns_and_a_bad_key_is_a_dead_letter() -> None:
     keyed = KeyedDecoder(decoder(), TextKeys(Column("k", "string", False)))
-    values = [framed(1, V1, {"a": i, "b": "v"}) for i in range(3)]
+    values: list[bytes | None] = [framed(1, V1, {"a": i, "b": "v"}) for i in range(3)]
     out = keyed.decode(fetched(values, keys=[b"k0", b"\xff", None]))
     assert out.good == [0]
     assert out.batch.column("k").to_pylist() == ["k0"]

@@ -21,7 +21,7 @@ from veltrix_ray.runtime.budget import Watchdog
 from veltrix_ray.runtime.loop import WorkerLoop
 from veltrix_ray.transform import output_schema
 
-Log = list[tuple[bytes | None, bytes | None]]  # (key, value) at offsets 0, 1, ...
+Log = Sequence[tuple[bytes | None, bytes | None]]  # (key, value) at offsets 0, 1, ...
 
 
 def event(i: int, **change: Any) -> bytes:
