@@ -357,7 +357,7 @@ def test_a_connected_ray_is_measured_instead_of_the_machine(
         ray_local: None, new_topic: Callable[[int], str]) -> None:
     import ray
 
-    cpus = ray.cluster_resources()["CPU"]
+    cpus = ray.cluster_resources()["CPU"]  # type: ignore[no-untyped-call]
     workers = int(cpus) + 1
     f = _one(_check(f"kafka.topic={new_topic(workers)}", f"topology.workers={workers}",
                     "topology.num_cpus=1"), "error", "topology.workers")

@@ -52,7 +52,8 @@ def alive_actors() -> dict[str, str]:
     """name -> node id of the veltrix actors that are alive now."""
     actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000, timeout=10,
                          raise_on_missing_output=False)
-    return {a.name: a.node_id for a in actors if a.name and a.name.startswith("veltrix:")}
+    return {a.name: a.node_id for a in actors
+            if a.name and a.node_id and a.name.startswith("veltrix:")}
 
 
 def wait_for(what: str, check: Any, timeout: float, run: threading.Thread,
@@ -159,7 +160,7 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
         return result
     finally:
         ray.shutdown()
-        cluster.shutdown()
+        cluster.shutdown()  # type: ignore[no-untyped-call]
 
 
 if __name__ == "__main__":

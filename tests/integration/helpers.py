@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 import ray
@@ -116,7 +117,7 @@ class Background:
             raise AssertionError(f"the pipeline's run ended: {self.summary.table()}\n"
                                  f"errors: {self.summary.errors}")
 
-    def coordinator(self) -> ray.actor.ActorHandle:
+    def coordinator(self) -> ray.actor.ActorHandle[Any]:
         return ray.get_actor(coordinator_name(self.pipeline.settings.pipeline.name),
                              namespace=NAMESPACE)
 

@@ -164,7 +164,7 @@ def test_bad_framing_is_dead_lettered_with_its_reason(
     assert summary.ok, summary.errors
     assert [r[0] for r in rows(pg_dsn, "orders", "order_id")] == ["o00000", "o00001"]
     with psycopg.connect(pg_dsn) as conn:
-        dead = dict(conn.execute('SELECT "offset", error FROM veltrix_dead_letters '
+        dead: dict[int, str] = dict(conn.execute('SELECT "offset", error FROM veltrix_dead_letters '
                                  "ORDER BY 1").fetchall())
     assert sorted(dead) == [1, 2, 3, 4, 5, 6]
     assert "magic byte 0x01" in dead[1] and "headers" in dead[1]
@@ -331,8 +331,9 @@ def test_avro_keys_are_the_upsert_key(kafka_bootstrap: str, new_topic: Any, pg_d
     records: dict[int, list[tuple[bytes, bytes]]] = {0: [], 1: []}
     for i in range(400):
         user = 7 + i % 13
-        state = {"last_kind": ("view", "click", "buy")[i % 3], "total_cents": i * 10}
-        latest[user] = (state["last_kind"], state["total_cents"])
+        kind, cents = ("view", "click", "buy")[i % 3], i * 10
+        state = {"last_kind": kind, "total_cents": cents}
+        latest[user] = (kind, cents)
         records[user % 2].append((framed(kid, KEY, {"user_id": user}),
                                   framed(vid, STATE, state)))
     records[0].append((b"\x00\x00", framed(vid, STATE, {"last_kind": "x", "total_cents": 1})))
@@ -402,7 +403,7 @@ def test_every_avro_type_lands_in_its_postgres_type(
     summary = Pipeline(load_config(avro_run(topic, pg_dsn, "all_types"))).run()
     assert summary.ok and summary.rows == 2, summary.errors
     with psycopg.connect(pg_dsn) as conn:
-        types = dict(conn.execute(
+        types: dict[str, str] = dict(conn.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_name = 'all_types'").fetchall())
         got = conn.execute("SELECT id, price, raw, digest, day, at, uid::text, ratio, ok, color, "

@@ -6,6 +6,7 @@ import base64
 import json
 import socket
 import uuid
+from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -19,7 +20,7 @@ from veltrix_ray.registry import (
 )
 
 
-def _record(*fields: dict[str, object]) -> str:
+def _record(*fields: Mapping[str, object]) -> str:
     return json.dumps({"type": "record", "name": "Event", "namespace": "test",
                        "fields": [{"name": "event_id", "type": "string"}, *fields]})
 
