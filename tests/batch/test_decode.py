@@ -241,3 +241,10 @@ def test_nul_characters_and_null_json_in_a_required_column_are_dead_letters(brok
     assert [b.index for b in out.bad] == [o - 10 for o, _ in expected]
     assert all(b.reason is Reason.DECODE and b.value for b in out.bad)
     assert out.bad[0].value == b'{"id":"b\\u0000","meta":1}'
+
+
+def test_every_config_column_type_has_its_arrow_and_decoding_types() -> None:
+    from veltrix_ray.batch.schema import TYPES
+    from veltrix_ray.config.schema import ColumnType
+
+    assert [t.value for t in ColumnType] == list(TYPES)

@@ -82,6 +82,18 @@ def test_a_closed_choice_fails_at_compose_time_naming_the_key_and_the_choices(
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize(("column", "key", "allowed"), [
+    ("{name:a,type:float}", "type", "int64, float64, string, bool"),
+    ("{name:a,type:string,source:kye}", "source", "value, key"),
+])
+def test_a_bad_column_choice_names_the_columns_key(column: str, key: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config([f"pipeline.columns=[{column}]"])
+    assert f"full_key: pipeline.columns[].{key}" in str(info.value)
+    assert f"expected one of [{allowed}" in str(info.value)
+
+
+@pytest.mark.unit
 def test_choices_are_plain_values_in_settings_and_in_config_show(
         capsys: pytest.CaptureFixture[str]) -> None:
     settings = to_settings(load_config(["kafka.topic=t", "pipeline=user_totals",

@@ -32,6 +32,21 @@ class SaslMechanism(Choice):
     vars()["SCRAM-SHA-512"] = "SCRAM-SHA-512"
 
 
+class ColumnType(Choice):
+    """A column's type (veltrix_ray/batch/schema.py maps each to Arrow and PostgreSQL)."""
+
+    int64 = "int64"
+    float64 = "float64"
+    string = "string"
+    bool = "bool"
+    timestamp = "timestamp"
+    date = "date"
+    json = "json"
+    bytes = "bytes"
+    uuid = "uuid"
+    decimal = "decimal"
+
+
 class ColumnSource(Choice):
     value = "value"
     key = "key"
@@ -142,8 +157,7 @@ class PostgresConfig:
 @dataclass
 class ColumnConfig:
     name: str = MISSING
-    # int64 | float64 | string | bool | timestamp | date | json | bytes | uuid | decimal
-    type: str = MISSING
+    type: ColumnType = MISSING
     nullable: bool = True
     # value | key: which side of the record the field is read from (key: pipeline.key_format)
     source: ColumnSource = ColumnSource.value

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from veltrix_ray.batch.registry import Writer, subject_name
-from veltrix_ray.config.schema import ColumnSource, VeltrixConfig
+from veltrix_ray.config.schema import ColumnSource, ColumnType, VeltrixConfig
 
 if TYPE_CHECKING:
     from veltrix_ray.registry.client import RegistryClient
@@ -64,7 +64,7 @@ def resolve_columns(settings: VeltrixConfig) -> None:
         p.columns += [c for c in _columns(settings, "key", p.key_format, key)
                       if c.name not in have]
     elif p.key_format == "string" and p.columns:
-        p.columns.append(ColumnConfig(p.key[0] if p.key else "key", "string", False,
+        p.columns.append(ColumnConfig(p.key[0] if p.key else "key", ColumnType.string, False,
                                       ColumnSource.key))
 
 
@@ -96,5 +96,5 @@ def _columns(settings: VeltrixConfig, side: str, fmt: str, key: Sequence[str]) -
         which = "key_format" if side == "key" else "format"
         raise ConfigError(f"pipeline.{which}={fmt}: {writer.where()} cannot be read: "
                           f"{type(exc).__name__}: {exc}") from exc
-    return [ColumnConfig(c.name, c.type, c.nullable, ColumnSource(side))
+    return [ColumnConfig(c.name, ColumnType(c.type), c.nullable, ColumnSource(side))
             for c in columns_of(fields, key)]
