@@ -82,6 +82,21 @@ def test_a_closed_choice_fails_at_compose_time_naming_the_key_and_the_choices(
 
 
 @pytest.mark.unit
+def test_every_choice_is_named_by_its_value() -> None:
+    """OmegaConf reads YAML and overrides by member name; the name is what `config show`
+    prints, and what the member hashes as beside its string."""
+    from veltrix_ray.config import schema
+
+    choices = [c for c in vars(schema).values()
+               if isinstance(c, type) and issubclass(c, schema.Choice) and c is not schema.Choice]
+    assert len(choices) >= 11
+    for choice in choices:
+        for member in choice:
+            assert member.name == member.value == str(member) == f"{member}", member
+            assert {member.value: True}[member]
+
+
+@pytest.mark.unit
 @pytest.mark.parametrize(("column", "key", "allowed"), [
     ("{name:a,type:float}", "type", "int64, float64, string, bool"),
     ("{name:a,type:string,source:kye}", "source", "value, key"),

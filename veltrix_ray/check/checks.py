@@ -245,7 +245,7 @@ def _written_schema(s: VeltrixConfig) -> pa.Schema | None:
 
     try:
         return written(output_schema(s))
-    except Exception:  # noqa: BLE001 - reported by static_findings with its key
+    except Exception:  # noqa: BLE001 - reported by launch_findings with its key
         return None
 
 
