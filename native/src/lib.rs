@@ -37,16 +37,19 @@ fn schema_id(value: Option<&[u8]>) -> i64 {
     }
 }
 
-fn header_error(v: &[u8]) -> Option<String> {
+/// Why a value is not in the Confluent wire format (magic byte 0, 4-byte schema id), if it is
+/// not: the one wording of these conditions, for both codecs (batch/protobuf.py words them the
+/// same for its Python twin).
+pub(crate) fn header_error(v: &[u8]) -> Option<String> {
     match v.first() {
         Some(0) if v.len() >= HEADER => None,
         Some(1) => Some(
-            "wrong magic byte 1: schema ids in record headers are not supported yet \
-             (expected 0, the Confluent wire format)"
+            "wrong magic byte 0x01: schema ids in record headers are not supported yet (the \
+             Confluent wire format starts with magic byte 0)"
                 .into(),
         ),
         Some(&m) if m != 0 => Some(format!(
-            "wrong magic byte {m} (expected 0, the Confluent wire format){}",
+            "wrong magic byte {m:#04x}: not the Confluent wire format (magic byte 0){}",
             if m == b'{' {
                 "; the value looks like JSON"
             } else {
@@ -54,7 +57,8 @@ fn header_error(v: &[u8]) -> Option<String> {
             }
         )),
         _ => Some(format!(
-            "too short for the Confluent header: {} bytes (needs {HEADER})",
+            "too short for the Confluent wire format: {} bytes (needs {HEADER}: magic byte 0 \
+             and a 4-byte schema id)",
             v.len()
         )),
     }

@@ -1560,22 +1560,6 @@ fn write_duration(out: &mut Vec<u8>, secs: i128, nanos: i128) -> Result<(), JErr
 
 // -- framing -----------------------------------------------------------------------------------
 
-pub fn too_short(n: usize) -> String {
-    format!(
-        "too short for the Confluent Protobuf framing: {n} bytes (magic byte, 4-byte schema \
-         id, message-index list, payload)"
-    )
-}
-
-pub fn wrong_magic(magic: u8) -> String {
-    if magic == 1 {
-        return "magic byte 1 (schema id in the record headers) is not supported yet: only the \
-                Confluent framing, magic byte 0, is"
-            .into();
-    }
-    format!("wrong magic byte {magic}: not the Confluent wire format (magic byte 0)")
-}
-
 /// A zigzag varint of at most 5 bytes (a Java int).
 fn zigzag(v: &[u8], at: &mut usize) -> Result<i64, String> {
     let mut n: u64 = 0;
@@ -1592,7 +1576,7 @@ fn zigzag(v: &[u8], at: &mut usize) -> Result<i64, String> {
     Err("bad message-index list: a varint longer than 5 bytes".into())
 }
 
-/// The message-index path of a framed value (of 6 bytes or more, magic 0) and where its
+/// The message-index path of a framed value (5 bytes or more, magic 0) and where its
 /// payload starts.
 pub fn message_indexes(v: &[u8], path: &mut Vec<u32>) -> Result<usize, String> {
     path.clear();
@@ -1634,14 +1618,8 @@ pub struct Outcome {
 impl ProtoDecoder {
     #[allow(clippy::type_complexity)]
     fn target<'p>(&'p self, v: &[u8], path: &mut Vec<u32>) -> Result<(&'p Proto, usize, &'p [ColOp], usize), String> {
-        if v.len() < 6 {
-            return Err(match v.first() {
-                Some(&m) if m != 0 => wrong_magic(m),
-                _ => too_short(v.len()),
-            });
-        }
-        if v[0] != 0 {
-            return Err(wrong_magic(v[0]));
+        if let Some(e) = crate::header_error(v) {
+            return Err(e);
         }
         let start = message_indexes(v, path)?;
         let id = u32::from_be_bytes([v[1], v[2], v[3], v[4]]);

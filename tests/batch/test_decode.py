@@ -269,3 +269,10 @@ def test_a_value_nested_too_deeply_for_the_decoder_is_a_dead_letter_not_a_crash(
     out = Decoder(COLS, 100_000).decode(fetch([good, value, good]))
     assert out.batch.column("id").to_pylist() == ["g", "g"]
     assert [(b.offset, b.error) for b in out.bad] == [(11, "value is nested too deeply to decode")]
+
+
+def test_every_config_column_type_has_its_arrow_and_decoding_types() -> None:
+    from veltrix_ray.batch.schema import TYPES
+    from veltrix_ray.config.schema import ColumnType
+
+    assert [t.value for t in ColumnType] == list(TYPES)

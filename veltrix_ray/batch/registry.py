@@ -21,6 +21,14 @@ from veltrix_ray.contracts import DeadLetter, Fetched, Reason
 from veltrix_ray.errors import ConfigError
 
 REGISTRY_FORMATS = ("avro", "protobuf")
+
+
+def subject_name(topic: str, side: str) -> str:
+    """The registry subject of a topic's values or keys (TopicNameStrategy): side is value or
+    key."""
+    return f"{topic}-{side}"
+
+
 @dataclass(frozen=True)
 class Field:
     """A top-level field of a writer schema, as a column would hold it."""
@@ -215,10 +223,11 @@ class RegistryDecoder:
     """Decoder for pipeline.format avro | protobuf; `decode` has the JSON Decoder's contract."""
 
     def __init__(self, columns: Sequence[Column], fmt: str, topic: str, *,
-                 evolution: str = "none", max_record_bytes: int = 1 << 20,
+                 side: str = "value", evolution: str = "none", max_record_bytes: int = 1 << 20,
                  codec_factory: Callable[[str, Sequence[Column]], Codec] = make_codec) -> None:
         self.fmt = fmt
         self.topic = topic
+        self.subject = subject_name(topic, side)  # where its writer schemas are registered
         self.evolution = evolution
         self.max_record_bytes = max_record_bytes
         self._factory = codec_factory
@@ -249,7 +258,7 @@ class RegistryDecoder:
     def plan(self, writer: Writer) -> Plan:
         try:
             fields = writer_fields(writer)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a schema the parsers cannot read, whatever they raise
             return Plan(refused=f"{writer.where()} cannot be read: {type(exc).__name__}: {exc}")
         have = {c.name for c in self.columns}
         if self.evolution != "add_columns":
@@ -306,7 +315,7 @@ class RegistryDecoder:
         for i, (v, sid) in enumerate(zip(values, ids, strict=True)):
             if v is None:
                 continue
-            why = self._framing(v, sid)
+            why = self._early_error(v, sid)
             if why is None and sid in self._refused:
                 p = fetched.partitions[i]
                 stopped.setdefault(p, f"partition {p} stopped at offset {fetched.offsets[i]}: "
@@ -335,18 +344,12 @@ class RegistryDecoder:
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.full_schema)
         return Decoded(batch, bad, ok if errors else None)
 
-    def _framing(self, value: bytes, sid: int) -> str | None:
+    def _early_error(self, value: bytes, sid: int) -> str | None:
+        """Why a record is a dead letter before the codec reads it (which names a value not in
+        the Confluent wire format)."""
         if len(value) > self.max_record_bytes:
             return (f"value of {len(value)} bytes exceeds pipeline.max_record_bytes="
                     f"{self.max_record_bytes}")
-        if sid == -1:
-            return (f"value of {len(value)} bytes is too short for the Confluent wire format "
-                    "(magic byte 0 and a 4-byte schema id)")
-        if sid == -2:
-            extra = (" (magic byte 1 - schema ids in record headers - is not supported yet)"
-                     if value[0] == 1 else "")
-            return (f"wrong magic byte {value[0]:#04x}: not the Confluent wire format "
-                    f"(pipeline.format={self.fmt}){extra}")
         if sid in self._unknown:
             return f"unknown schema id {sid}: the registry has no schema with this id"
         return None

@@ -18,7 +18,7 @@ __all__ = ["MIB", "Budget", "Watchdog", "release_memory"]
 
 class Watchdog:
     """Compares this process's RSS with the budget. A breach first makes batches smaller
-    (the loop's `Degrader`); only the smallest batch still over budget is an error."""
+    (WorkerLoop._guard_memory); only the smallest batch still over budget is an error."""
 
     def __init__(self, budget: Budget, actor: str, partitions: Sequence[int]) -> None:
         self.budget = budget

@@ -76,7 +76,7 @@ def make_decoder(s: VeltrixConfig) -> tuple[Decoder | RegistryDecoder | KeyedDec
     elif p.key_format == "json":
         keys = Decoder(columns_from_config(key_cols), p.max_record_bytes)
     else:
-        keys = RegistryDecoder(key_cols, p.key_format, s.kafka.topic,
+        keys = RegistryDecoder(key_cols, p.key_format, s.kafka.topic, side="key",
                                max_record_bytes=p.max_record_bytes)
         registries.append((keys, keyed))
     return KeyedDecoder(values, keys), registries
@@ -99,7 +99,7 @@ class WorkerLoop:
                  sink: OffsetSink, stopped: Mapping[int, str] | None = None,
                  watchdog: Watchdog | None = None,
                  on_commit: Callable[[Committed[Any]], None] | None = None,
-                 schemas: Callable[[int], Writer | None] | None = None) -> None:
+                 schemas: Callable[[int, str], Writer | None] | None = None) -> None:
         s = settings
         self.settings = settings
         self.name = name
@@ -114,7 +114,7 @@ class WorkerLoop:
         decoder, self.registries = make_decoder(s)
         if self.registries and schemas is None:
             from veltrix_ray.runtime.schemas import RegistrySchemas
-            schemas = RegistrySchemas(s)
+            schemas = RegistrySchemas.from_config(s)
         self.schemas = schemas
         self.step = Step(name, decoder, build_chain(s.pipeline.transforms), output_schema,
                          s.pipeline.on_transform_error)
@@ -223,7 +223,7 @@ class WorkerLoop:
 
     async def _learn_schemas(self, fetched: Fetched, decoder: RegistryDecoder) -> None:
         for sid in decoder.missing(fetched):
-            writer = await self._writer(sid, fetched)
+            writer = await self._writer(sid, decoder.subject, fetched)
             if writer is None:
                 log.warning("%s: schema id %d is not in the registry: its records are dead "
                             "letters", self.name, sid)
@@ -239,7 +239,7 @@ class WorkerLoop:
                 self._reshape()
             decoder.admit(writer)
 
-    async def _writer(self, sid: int, fetched: Fetched) -> Writer | None:
+    async def _writer(self, sid: int, subject: str, fetched: Fetched) -> Writer | None:
         """The writer schema `sid`; while the registry cannot be reached, wait (the records
         wait with it: nothing is dead-lettered for an outage)."""
         from veltrix_ray.registry.client import RegistryUnavailable
@@ -247,7 +247,7 @@ class WorkerLoop:
         delay, waited, said = 0.2, 0.0, -30.0
         while True:
             try:
-                return await asyncio.to_thread(self.schemas, sid)
+                return await asyncio.to_thread(self.schemas, sid, subject)
             except RegistryUnavailable as exc:
                 if waited - said >= 30:  # say it now and then, not at every try
                     where = ", ".join(f"{p}@{fetched.offsets[first]}"
