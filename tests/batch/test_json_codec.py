@@ -53,7 +53,7 @@ def rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     batch = pa.RecordBatch.from_arrays(
         [next((col.cast(t) for test, t in as_ints.items() if test(col.type)), col)
          for col in batch.columns], names=batch.schema.names)
-    out = batch.to_pylist()
+    out: list[dict[str, Any]] = batch.to_pylist()
     for row in out:
         for name, value in row.items():
             if isinstance(value, float):
@@ -63,7 +63,9 @@ def rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
 
 def assert_same(native: Decoded, python: Decoded) -> None:
     assert [(b.index, b.error) for b in native.bad] == [(b.index, b.error) for b in python.bad]
-    good = lambda d: d.good if d.good is not None else list(range(d.batch.num_rows))  # noqa: E731
+    def good(d: Decoded) -> list[int]:
+        return d.good if d.good is not None else list(range(d.batch.num_rows))
+
     assert good(native) == good(python)
     assert native.skipped == python.skipped
     assert native.batch.schema.equals(python.batch.schema, check_metadata=True)
@@ -126,7 +128,8 @@ def encode(r: random.Random, e: dict[str, Any]) -> bytes:
     r.shuffle(items)
     style = r.randint(0, 5)
     if style == 0:
-        text = json.dumps(dict(items), indent=r.choice([1, 2, "\t"]))
+        indent = r.choice(["\t", " ", "  "])
+        text = json.dumps(dict(items), indent=indent)
     elif style == 1:
         text = json.dumps(dict(items), ensure_ascii=True)
     elif style == 2:

@@ -67,8 +67,9 @@ class Decoder:
     if each element is exactly one record's bytes (same count, same lengths; as the array has
     no room left for whitespace, the spans then coincide with the records). Anything else - a
     record holding two values, a value split over two records, whitespace or a BOM around a
-    value - is decoded record by record. Values PostgreSQL would reject (NUL characters, `null` JSON in a non-nullable column) are
-    dead-lettered here, with the column named, rather than at the sink."""
+    value - is decoded record by record. Values PostgreSQL would reject (NUL characters, `null`
+    JSON in a non-nullable column) are dead-lettered here, with the column named, rather than
+    at the sink."""
 
     def __init__(self, columns: Sequence[Column], max_record_bytes: int) -> None:
         self.columns = list(columns)
