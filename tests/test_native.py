@@ -27,7 +27,7 @@ def test_rust_unit_tests_pass() -> None:
 
 
 def test_cargo_fmt() -> None:
-    result = cargo("fmt", "--check")
+    result = cargo("fmt", "--check", "--manifest-path", "Cargo.toml")
     assert result.returncode == 0, result.stdout[-4000:]
 
 
