@@ -27,7 +27,7 @@ import fastavro
 import pyarrow as pa
 from veltrix_codec import AvroDecoder
 
-from veltrix_ray.batch.decode import Decoder
+from veltrix_ray.batch.json import Decoder
 from veltrix_ray.batch.native import NO_CODEC_ENV
 from veltrix_ray.batch.protobuf import ProtobufDecoder
 from veltrix_ray.batch.schema import Column, arrow_schema

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from veltrix_ray.batch import Column, Decoder
-from veltrix_ray.batch.decode import Decoded
+from veltrix_ray.batch.contract import Decoded
 from veltrix_ray.batch.native import NO_CODEC_ENV, codec
 from veltrix_ray.contracts import Fetched
 

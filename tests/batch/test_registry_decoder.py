@@ -10,14 +10,11 @@ from typing import Any
 import fastavro
 import pytest
 
-from veltrix_ray.batch.registry import (
-    KeyedDecoder,
-    RegistryDecoder,
-    TextKeys,
-    Writer,
-    avro_fields,
-)
+from veltrix_ray.batch.avro import avro_fields
+from veltrix_ray.batch.keys import KeyedDecoder, TextKeys
+from veltrix_ray.batch.registry import RegistryDecoder
 from veltrix_ray.batch.schema import Column
+from veltrix_ray.batch.writer import Writer
 from veltrix_ray.contracts import Fetched
 
 pytestmark = pytest.mark.unit

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.runtime.fakes import settings
+from veltrix_ray.batch.make import make_decoder
 from veltrix_ray.registry.client import Schema, SchemaNotFound
-from veltrix_ray.runtime.loop import make_decoder
 from veltrix_ray.runtime.schemas import RegistrySchemas
 
 pytestmark = pytest.mark.unit

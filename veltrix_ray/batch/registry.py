@@ -8,17 +8,17 @@ columns stops the partitions that carry it (nothing of their batch commits)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyarrow as pa
 
-from veltrix_ray.batch.decode import Decoded
-from veltrix_ray.batch.schema import METADATA, Column, arrow_schema, from_buffers, kafka_metadata
+from veltrix_ray.batch.avro import AvroCodec, avro_fields
+from veltrix_ray.batch.contract import Decoded
+from veltrix_ray.batch.schema import METADATA, Column, arrow_schema, kafka_metadata
+from veltrix_ray.batch.writer import Field, Writer
 from veltrix_ray.contracts import DeadLetter, Fetched, Reason
-from veltrix_ray.errors import ConfigError
 
 REGISTRY_FORMATS = ("avro", "protobuf")
 
@@ -29,96 +29,7 @@ def subject_name(topic: str, side: str) -> str:
     return f"{topic}-{side}"
 
 
-@dataclass(frozen=True)
-class Field:
-    """A top-level field of a writer schema, as a column would hold it."""
-
-    name: str
-    kind: str
-    nullable: bool  # null is one of its values (an Avro union with null, a proto3 optional)
-    has_default: bool  # a reader without the field still reads old records
-
-
-@dataclass(frozen=True)
-class Writer:
-    """One registered schema, as the decoder gets it."""
-
-    id: int
-    schema_type: str  # AVRO | PROTOBUF
-    text: str
-    references: dict[str, str] = field(default_factory=dict)  # import name -> text
-    subject: str = ""
-    version: int | None = None
-
-    def where(self) -> str:
-        version = f" version {self.version}" if self.version is not None else ""
-        subject = f" of {self.subject}" if self.subject else ""
-        return f"schema id {self.id}{subject}{version}"
-
-
 # -- writer schemas -> fields ----------------------------------------------------------------
-
-_AVRO_PRIMITIVE = {"int": "int64", "long": "int64", "float": "float64", "double": "float64",
-                   "string": "string", "boolean": "bool", "bytes": "bytes"}
-_AVRO_LOGICAL = {"timestamp-millis": "timestamp", "timestamp-micros": "timestamp",
-                 "local-timestamp-millis": "timestamp", "local-timestamp-micros": "timestamp",
-                 "date": "date", "decimal": "decimal", "uuid": "uuid"}
-
-
-def avro_fields(text: str) -> list[Field]:
-    """The columns an Avro record schema gives (nested values are json)."""
-    schema = json.loads(text)
-    if not isinstance(schema, dict) or schema.get("type") != "record":
-        raise ValueError("the value schema is not an Avro record: its fields are the columns")
-    named: dict[str, Any] = {}
-
-    def kind(t: Any) -> tuple[str, bool]:
-        if isinstance(t, list):
-            branches = [b for b in t if b != "null"]
-            nullable = len(branches) < len(t)
-            if len(branches) == 1:
-                return kind(branches[0])[0], nullable
-            return "json", nullable
-        if isinstance(t, str):
-            if t in _AVRO_PRIMITIVE:
-                return _AVRO_PRIMITIVE[t], False
-            if t == "null":
-                return "json", True
-            return kind(named.get(t, named.get(t.rsplit(".", 1)[-1], "json")))
-        if isinstance(t, dict):
-            if "name" in t and t.get("type") in ("record", "enum", "fixed"):
-                named[t["name"]] = t
-                if t.get("namespace"):
-                    named[f"{t['namespace']}.{t['name']}"] = t
-            logical = _AVRO_LOGICAL.get(t.get("logicalType", ""))
-            base = t.get("type")
-            if logical and (logical != "uuid" or base == "string"):
-                return logical, False
-            if base == "enum":
-                return "string", False
-            if base == "fixed":
-                return "bytes", False
-            if base in ("record", "map", "array"):
-                _walk(t)
-                return "json", False
-            return kind(base)
-        return "json", False
-
-    def _walk(t: Any) -> None:  # register named types defined inside nested values
-        for sub in t.get("fields", []):
-            kind(sub.get("type"))
-        for key in ("items", "values"):
-            if key in t:
-                kind(t[key])
-
-    if schema.get("name"):
-        named[schema["name"]] = schema
-    out = []
-    for f in schema.get("fields", []):
-        k, nullable = kind(f["type"])
-        out.append(Field(f["name"], k, nullable, "default" in f))
-    return out
-
 
 def writer_fields(writer: Writer, decoder: Any = None) -> list[Field]:
     if writer.schema_type == "PROTOBUF":
@@ -143,29 +54,6 @@ class Codec(Protocol):
     def has(self, schema_id: int) -> bool: ...
     def decode(self, values: list[bytes]) -> tuple[list[int], list[tuple[int, str]],
                                                     list[pa.Array]]: ...
-
-
-class AvroCodec:
-    def __init__(self, columns: Sequence[Column]) -> None:
-        try:
-            import veltrix_codec
-        except ImportError as exc:
-            raise ConfigError(
-                "pipeline.format=avro needs the veltrix_codec extension (Rust), which is not "
-                "installed: run `make` in the project, or `pip install ./native`") from exc
-        self.columns = list(columns)
-        self._codec = veltrix_codec.AvroDecoder([(c.name, c.type, c.nullable) for c in columns])
-
-    def add_schema(self, writer: Writer) -> None:
-        self._codec.add_schema(writer.id, writer.text)
-
-    def has(self, schema_id: int) -> bool:
-        return bool(self._codec.has(schema_id))
-
-    def decode(self, values: list[bytes]) -> tuple[list[int], list[tuple[int, str]],
-                                                    list[pa.Array]]:
-        ok, errors, buffers = self._codec.decode(values)
-        return ok, errors, from_buffers([c.type for c in self.columns], len(ok), buffers)
 
 
 class ProtobufCodec:
@@ -353,87 +241,3 @@ class RegistryDecoder:
         if sid in self._unknown:
             return f"unknown schema id {sid}: the registry has no schema with this id"
         return None
-
-
-# -- keys ---------------------------------------------------------------------------------------
-
-class TextKeys:
-    """pipeline.key_format=string: the key's UTF-8 text in one column."""
-
-    def __init__(self, column: Column) -> None:
-        self.columns = [column]
-        self.schema = arrow_schema(self.columns)
-
-    def decode(self, fetched: Fetched) -> Decoded:
-        skipped = [i for i, k in enumerate(fetched.values) if k is None]
-        good = [i for i, k in enumerate(fetched.values) if k is not None]
-        raw = pa.array([fetched.values[i] for i in good], pa.binary())
-        bad: list[DeadLetter] = []
-        try:
-            text = raw.cast(pa.string())
-        except pa.ArrowInvalid:
-            ok = [j for j, k in enumerate(raw.to_pylist()) if _utf8(k)]
-            bad = [fetched.dead_letter(good[j], "not valid UTF-8", Reason.DECODE)
-                   for j in range(len(good)) if j not in set(ok)]
-            good = [good[j] for j in ok]
-            text = pa.array([fetched.values[i] for i in good], pa.binary()).cast(pa.string())
-        batch = pa.RecordBatch.from_arrays([text], schema=self.schema)
-        return Decoded(batch, bad, good, skipped)
-
-
-def _utf8(b: bytes) -> bool:
-    try:
-        b.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def keyed(fetched: Fetched) -> Fetched:
-    """`fetched` with its keys in place of its values (a key decoder reads them)."""
-    return Fetched(fetched.partitions, fetched.offsets, fetched.keys, fetched.keys,
-                   fetched.timestamps, dict(fetched.spans), fetched.topic)
-
-
-class KeyedDecoder:
-    """pipeline.key_format other than none: the value's columns and the key's; a record with a
-    bad key is a dead letter (`key: ...`; its value's error first when both are bad)."""
-
-    def __init__(self, values: Any, keys: Any) -> None:
-        self.values = values
-        self.keys = keys
-
-    @property
-    def schema(self) -> pa.Schema:
-        have = set(self.values.schema.names)
-        return pa.schema([*self.values.schema, *(f for f in self.keys.schema
-                                                  if f.name not in have)])
-
-    def decode(self, fetched: Fetched) -> Decoded:
-        v = self.values.decode(fetched)
-        k = self.keys.decode(keyed(fetched))
-        vgood = v.good if v.good is not None else list(range(v.batch.num_rows))
-        kgood = k.good if k.good is not None else list(range(k.batch.num_rows))
-        both = set(vgood) & set(kgood)
-        bad = {b.index: fetched.dead_letter(b.index, f"key: {b.error}", b.reason)
-               for b in k.bad}
-        for i in set(k.skipped) & set(vgood):
-            bad[i] = fetched.dead_letter(i, "key: no key (pipeline.key_format is not none)",
-                                         Reason.DECODE)
-        bad |= {b.index: b for b in v.bad}
-        vb = v.batch.filter(pa.array([i in both for i in vgood], pa.bool_()))
-        kb = k.batch.filter(pa.array([i in both for i in kgood], pa.bool_()))
-        names = [n for n in vb.schema.names if not n.startswith("_")]
-        arrays = [vb.column(n) for n in names]
-        fields = [vb.schema.field(n) for n in names]
-        for f in self.keys.schema:
-            if f.name not in names:
-                arrays.append(kb.column(f.name))
-                fields.append(f)
-        for f in METADATA:
-            arrays.append(vb.column(f.name))
-            fields.append(vb.schema.field(f.name))
-        batch = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
-        stopped = {**k.stopped, **v.stopped}
-        return Decoded(batch, sorted(bad.values(), key=lambda b: b.index),
-                       [i for i in vgood if i in both], v.skipped, stopped)

@@ -74,8 +74,9 @@ def run_checks(settings: VeltrixConfig) -> list[Finding]:
 def _registry(s: VeltrixConfig) -> Area | None:
     """Reachable, the value subject exists, its latest version fits the columns (and, with no
     pipeline.columns, gives them)."""
-    from veltrix_ray.batch.registry import REGISTRY_FORMATS, RegistryDecoder, Writer, subject_name
+    from veltrix_ray.batch.registry import REGISTRY_FORMATS, RegistryDecoder, subject_name
     from veltrix_ray.batch.schema import columns_from_config
+    from veltrix_ray.batch.writer import Writer
     from veltrix_ray.registry.client import RegistryClient, RegistryError, RegistryUnavailable
     from veltrix_ray.runtime.schemas import resolve_columns
 

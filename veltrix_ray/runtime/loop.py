@@ -15,16 +15,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from veltrix_ray.batch import Decoder, columns_from_config
-from veltrix_ray.batch.registry import (
-    REGISTRY_FORMATS,
-    KeyedDecoder,
-    RegistryDecoder,
-    TextKeys,
-    Writer,
-    keyed,
-)
-from veltrix_ray.batch.schema import Column, arrow_field
+from veltrix_ray.batch.make import make_decoder
+from veltrix_ray.batch.registry import RegistryDecoder
+from veltrix_ray.batch.schema import arrow_field
+from veltrix_ray.batch.writer import Writer
 from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.contracts import (
     Advance,
@@ -45,41 +39,6 @@ from veltrix_ray.transform import build_chain
 
 log = logging.getLogger(__name__)
 FIRST_FETCH_RECORDS = 10
-
-
-Registries = list[tuple[RegistryDecoder, Callable[[Fetched], Fetched]]]
-
-
-def make_decoder(s: VeltrixConfig) -> tuple[Decoder | RegistryDecoder | KeyedDecoder,
-                                             Registries]:
-    """The decoder pipeline.format and key_format ask for, and its registry-backed sides
-    (each with how it sees a fetch: values, or keys as values)."""
-    p = s.pipeline
-    value_cols = columns_from_config([c for c in p.columns if c.source != "key"])
-    key_cols = [Column(str(c.name), str(c.type), bool(c.nullable)) for c in p.columns
-                if c.source == "key"]
-    registries: Registries = []
-    values: Decoder | RegistryDecoder
-    if p.format in REGISTRY_FORMATS:
-        values = RegistryDecoder(value_cols, p.format, s.kafka.topic,
-                                 evolution=p.schema_evolution,
-                                 max_record_bytes=p.max_record_bytes)
-        registries.append((values, lambda f: f))
-    else:
-        values = Decoder(value_cols, p.max_record_bytes)
-    if p.key_format == "none":
-        return values, registries
-    keys: Decoder | RegistryDecoder | TextKeys
-    if p.key_format == "string":
-        keys = TextKeys(key_cols[0] if key_cols else Column(p.key[0] if p.key else "key",
-                                                            "string"))
-    elif p.key_format == "json":
-        keys = Decoder(columns_from_config(key_cols), p.max_record_bytes)
-    else:
-        keys = RegistryDecoder(key_cols, p.key_format, s.kafka.topic, side="key",
-                               max_record_bytes=p.max_record_bytes)
-        registries.append((keys, keyed))
-    return KeyedDecoder(values, keys), registries
 
 
 @dataclass

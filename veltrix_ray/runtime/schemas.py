@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from veltrix_ray.batch.registry import Writer, subject_name
+from veltrix_ray.batch.registry import subject_name
+from veltrix_ray.batch.writer import Writer
 from veltrix_ray.config.schema import ColumnSource, ColumnType, VeltrixConfig
 
 if TYPE_CHECKING:

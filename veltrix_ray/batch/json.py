@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, cast
 
@@ -12,6 +11,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from veltrix_ray.batch.contract import Decoded
 from veltrix_ray.batch.native import codec
 from veltrix_ray.batch.schema import (
     METADATA,
@@ -41,19 +41,6 @@ def utf8_error(data: bytes) -> str | None:
     except UnicodeDecodeError as exc:
         return f"{exc.reason} at byte {exc.start} ({data[exc.start:exc.start + 4].hex(' ')})"
     return None
-
-
-@dataclass
-class Decoded:
-    batch: pa.RecordBatch  # the good rows: schema columns + Kafka metadata columns
-    bad: list[DeadLetter] = field(default_factory=list)  # in fetch order
-    good: list[int] | None = None  # fetch positions of the batch's rows (None: all of them)
-    # fetch positions of tombstones (records with a null value): not events, so neither rows
-    # nor dead letters; their offsets are consumed all the same
-    skipped: list[int] = field(default_factory=list)
-    # partitions whose records cannot be decoded at all (a writer schema the columns cannot
-    # follow) -> why: they stop, and nothing of theirs in this fetch commits
-    stopped: dict[int, str] = field(default_factory=dict)
 
 
 class Decoder:
