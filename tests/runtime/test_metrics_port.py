@@ -25,8 +25,10 @@ def test_a_port_the_head_does_not_export_on_is_refused_naming_the_fix() -> None:
     for part in ("topology.metrics_port=19555", "127.0.0.1:16379", "without --with-prometheus",
                  "local up --with-prometheus"):
         assert part in str(refused.value), str(refused.value)
-    with pytest.raises(ConfigError, match="exports metrics on 127.0.0.1:19100"):
+    with pytest.raises(ConfigError, match="exports metrics on 127.0.0.1:19100") as elsewhere:
         refuse_metrics_port(head(19100), topo)
+    assert "set topology.metrics_port=19100" in str(elsewhere.value)
+    assert "local up" not in str(elsewhere.value)  # the head already exports
 
 
 def test_the_heads_own_port_or_none_is_taken() -> None:

@@ -102,16 +102,18 @@ def refuse_metrics_port(head: RayHead, topo: TopologyConfig) -> None:
     port = topo.metrics_port
     if port is None or port == head.metrics_port:
         return
-    exports = (f"exports metrics on 127.0.0.1:{head.metrics_port}" if head.metrics_port
-               else "was started without --with-prometheus and exports no metrics")
-    use = (f"set topology.metrics_port={head.metrics_port} or null"
-           if head.metrics_port else "set topology.metrics_port=null")
+    if head.metrics_port:
+        fix = (f"exports metrics on 127.0.0.1:{head.metrics_port}, where the stack's Prometheus "
+               f"scrapes: set topology.metrics_port={head.metrics_port} (or null)")
+    else:
+        fix = ("was started without --with-prometheus and exports no metrics: for metrics, "
+               "restart the stack with `veltrix-ray local down && veltrix-ray local up "
+               "--with-prometheus` and `eval \"$(veltrix-ray local env)\"` (runs then export "
+               "where its Prometheus scrapes); for none, set topology.metrics_port=null")
     raise errors.ConfigError(
         f"topology.metrics_port={port} cannot take effect: the run attaches to the local "
-        f"stack's Ray head at {head.address}, which {exports}. For metrics on the head, restart "
-        "it with `veltrix-ray local down && veltrix-ray local up --with-prometheus` (Prometheus "
-        f"then scrapes the head's port) and {use}; for a private Ray exporting on {port}, unset "
-        "VELTRIX_RAY_ADDRESS")
+        f"stack's Ray head at {head.address}, which {fix}; for a private Ray exporting on "
+        f"{port}, unset VELTRIX_RAY_ADDRESS")
 
 
 def _attach_to_stack(head: RayHead, topo: TopologyConfig) -> None:
