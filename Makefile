@@ -10,7 +10,7 @@ BIN = $(VENV)/bin
 # Installs exactly requirements.lock (every package, pip and the build tools included), then
 # the project and native/ (the codecs, a Rust extension built by maturin: needs cargo) on top,
 # without resolving anything again.
-NATIVE = native/pyproject.toml native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs) native/veltrix_codec.pyi
+NATIVE = native/pyproject.toml native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs native/src/*/*.rs) native/veltrix_codec.pyi
 $(BIN)/.installed: requirements.lock pyproject.toml $(NATIVE)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "requirements.lock is \
 	for Python 3.11+ (ipykernel and pandas of the dev tools need it): make PYTHON=python3.11")'
@@ -51,6 +51,7 @@ test-latest:
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check veltrix_ray tests benchmarks scripts && $(BIN)/mypy
+	cargo fmt --check --manifest-path native/Cargo.toml && cargo clippy --quiet --all-targets --manifest-path native/Cargo.toml -- -D warnings
 
 clean:
 	-$(BIN)/veltrix-ray local down --wipe

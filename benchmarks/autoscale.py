@@ -100,7 +100,7 @@ def child(args: dict[str, Any]) -> None:
                                         namespace=NAMESPACE)
             report = ray.get(coordinator.progress.remote(), timeout=5)
             autoscale.update(report.get("autoscale") or {})
-        except Exception:  # starting or finishing: the next poll
+        except Exception:  # noqa: BLE001 - starting or finishing: the next poll
             return
 
     summary = Pipeline(settings).run(on_progress=progress)

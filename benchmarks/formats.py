@@ -1,6 +1,7 @@
 """Decode rates per core of the record formats, on the same standard events, in one process:
-today's JSON path (veltrix_ray.batch.decode.Decoder), fastavro's schemaless_reader per
-record (the pure-Python Avro baseline, to dicts only), veltrix_codec (Avro in the
+the JSON Decoder's Python path (msgspec; VELTRIX_NO_CODEC=1) and its veltrix_codec path,
+fastavro's schemaless_reader per record (the pure-Python Avro baseline, to dicts only),
+veltrix_codec (Avro in the
 Confluent wire format to Arrow columns, RecordBatch included), and Protobuf (the same events
 from `produce --format protobuf`) through ProtobufDecoder's Rust path and its Python (upb)
 path, both to Arrow columns and a RecordBatch.
@@ -16,6 +17,7 @@ import argparse
 import datetime as dt
 import io
 import json
+import os
 import statistics
 import struct
 import time
@@ -25,7 +27,8 @@ import fastavro
 import pyarrow as pa
 from veltrix_codec import AvroDecoder
 
-from veltrix_ray.batch.decode import Decoder
+from veltrix_ray.batch.json import Decoder
+from veltrix_ray.batch.native import NO_CODEC_ENV
 from veltrix_ray.batch.protobuf import ProtobufDecoder
 from veltrix_ray.batch.schema import Column, arrow_schema
 from veltrix_ray.contracts import Fetched
@@ -75,8 +78,10 @@ def avro_values(json_values: list[bytes]) -> list[bytes]:
     return out
 
 
-def json_path(values: list[bytes]) -> Callable[[], int]:
+def json_path(values: list[bytes], native: bool) -> Callable[[], int]:
+    os.environ[NO_CODEC_ENV] = "" if native else "1"
     decoder = Decoder(COLUMNS, max_record_bytes=131_072)
+    assert decoder.native is native
     n = len(values)
     fetched = Fetched([0] * n, list(range(n)), [None] * n, list(values), [0] * n)
 
@@ -149,7 +154,8 @@ def main() -> None:
           f"bytes each, Avro {sum(map(len, avro)) / args.events:.0f}, "
           f"Protobuf {sum(map(len, proto)) / args.events:.0f}")
     paths = {
-        "json (msgspec Decoder)": json_path(json_values),
+        "json python (msgspec)": json_path(json_values, native=False),
+        "json veltrix_codec": json_path(json_values, native=True),
         "avro fastavro per record": fastavro_path(avro),
         "avro veltrix_codec": codec_path(avro),
         "protobuf python (upb)": protobuf_path(proto, native=False),

@@ -1,4 +1,5 @@
-"""Avro and Protobuf in the Confluent wire format decoded into Arrow-layout column buffers."""
+"""Avro and Protobuf in the Confluent wire format, and JSON, decoded into Arrow-layout column
+buffers."""
 
 from collections.abc import Sequence
 
@@ -52,3 +53,14 @@ class ProtobufDecoder:
 
 def schema_ids(values: Sequence[bytes | None]) -> list[int]:
     """Schema id per value: -1 for None or under 5 bytes, -2 for a magic byte other than 0."""
+
+class JsonDecoder:
+    def __init__(self, columns: Sequence[tuple[str, str, bool]], max_record_bytes: int) -> None:
+        """columns: (name, kind, nullable); kinds int64 float64 string bool timestamp date
+        json uuid (ValueError for any other: the Python path decodes those)."""
+    def decode(
+        self, values: Sequence[bytes | None]
+    ) -> tuple[list[int], list[int], list[int], list[Buffers]]:
+        """-> (positions decoded, positions deferred to the Python path, positions of None,
+        buffers per column of the decoded rows). Runs without the GIL; a decoder is used by
+        one thread at a time."""

@@ -2,12 +2,53 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.unit
+PACKAGE = Path(__file__).resolve().parents[1] / "veltrix_ray"
+
+# what each layer may import of veltrix_ray besides itself, at any depth of its code
+MAY_IMPORT = {
+    "config": {"errors"},
+    "contracts": set(),
+    "errors": set(),
+    "registry": {"errors"},
+    "batch": {"config", "contracts", "errors"},  # config: make.py builds what it asks for
+    "transform": {"batch", "config", "errors"},
+    "source": {"config", "contracts", "errors"},
+    "sink": {"batch", "config", "contracts", "errors"},
+}
+
+
+def layers_imported(layer: str) -> dict[str, set[str]]:
+    """The veltrix_ray layers (veltrix_ray.<layer>...) each file of `layer` imports, its
+    function-level imports included."""
+    folder = PACKAGE / layer
+    paths = sorted(folder.rglob("*.py")) if folder.is_dir() else [PACKAGE / f"{layer}.py"]
+    found = {}
+    for path in paths:
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names |= ({f"veltrix_ray.{a.name}" for a in node.names}
+                          if node.module == "veltrix_ray" else {node.module})
+        found[str(path.relative_to(PACKAGE))] = {n.split(".")[1] for n in names
+                                                  if n.startswith("veltrix_ray.")}
+    return found
+
+
+@pytest.mark.parametrize("layer", sorted(MAY_IMPORT))
+def test_a_layer_imports_only_the_layers_it_builds_on(layer: str) -> None:
+    allowed = MAY_IMPORT[layer] | {layer}
+    wrong = {path: sorted(names - allowed) for path, names in layers_imported(layer).items()}
+    assert {path: names for path, names in wrong.items() if names} == {}
 
 
 def loaded_after(code: str) -> set[str]:

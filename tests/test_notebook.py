@@ -21,7 +21,9 @@ KERNEL = "python3"
 
 
 def _notebook(repo_root: Path) -> nbformat.NotebookNode:
-    return nbformat.read(repo_root / "notebooks" / "quickstart.ipynb", as_version=4)
+    nb: nbformat.NotebookNode = nbformat.read(  # type: ignore[no-untyped-call]
+        repo_root / "notebooks" / "quickstart.ipynb", as_version=4)
+    return nb
 
 
 def _ensure_kernel() -> None:

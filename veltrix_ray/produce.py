@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import resources
-from typing import TextIO
+from typing import Any, TextIO
 
 import msgspec
 from aiokafka import AIOKafkaProducer
@@ -143,7 +143,7 @@ class Record:
 
 def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partition of a key (Java client's murmur2, made positive)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True)
@@ -186,10 +186,10 @@ class _Spec:
         return max(1, min(_CHUNK, _CHUNK_BYTES // max(self.payload_bytes, 1)))
 
 
-def _uuid4(bits: int, _new=object.__new__, _set=object.__setattr__) -> uuid.UUID:
+def _uuid4(bits: int, _new: Any = object.__new__, _set: Any = object.__setattr__) -> uuid.UUID:
     """uuid.UUID(int=bits, version=4) at a quarter of the cost (it was the hot loop's biggest
     item). It sets the same two slots that UUID.__init__ sets."""
-    value = _new(uuid.UUID)
+    value: uuid.UUID = _new(uuid.UUID)
     _set(value, "int", bits & _UUID_MASK | _UUID4_BITS)
     _set(value, "is_safe", _SAFE_UNKNOWN)
     return value
@@ -648,7 +648,7 @@ class _Writer:
         self._producer = producer
         self._topic = topic
         self._builders = [producer.create_batch() for _ in range(partitions)]
-        self._acks: deque[asyncio.Future] = deque()
+        self._acks: deque[asyncio.Future[Any]] = deque()
         self._progress = progress
         self._started = time.monotonic()
         self._shown = 0.0

@@ -1,7 +1,7 @@
 //! Column builders in Arrow layout: LSB-first validity bitmap (made on the first null),
 //! int32 offsets for variable-width kinds, little-endian fixed-width data, packed booleans.
 
-use crate::reader::DErr;
+use crate::error::DErr;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Kind {

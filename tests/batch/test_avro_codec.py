@@ -43,7 +43,7 @@ def record(fields: list[tuple[str, Any]], name: str = "R", **extra: Any) -> dict
             "fields": [{"name": n, "type": t} for n, t in fields]}
 
 
-def to_arrays(columns: list[Col], n: int, buffers: list[tuple]) -> dict[str, pa.Array]:
+def to_arrays(columns: list[Col], n: int, buffers: list[tuple[Any, ...]]) -> dict[str, pa.Array]:
     out = {}
     for (name, kind, _), (validity, offsets, data) in zip(columns, buffers, strict=True):
         parts = [validity, data] if offsets is None else [validity, offsets, data]
@@ -55,7 +55,7 @@ def to_arrays(columns: list[Col], n: int, buffers: list[tuple]) -> dict[str, pa.
 
 
 def run(columns: list[Col], schemas: dict[int, Any], values: Sequence[bytes | None],
-        ) -> tuple[list[int], list[tuple[int, str]], dict[str, list]]:
+        ) -> tuple[list[int], list[tuple[int, str]], dict[str, list[Any]]]:
     decoder = AvroDecoder(columns)
     for sid, schema in schemas.items():
         decoder.add_schema(sid, json.dumps(schema))
@@ -359,11 +359,13 @@ def test_record_errors_and_rollback() -> None:
     body = good_value[5:]
     cases: list[tuple[bytes | None, str]] = [
         (None, "no value"),
-        (b"", "too short for the Confluent header: 0 bytes (needs 5)"),
-        (b"\x00\x00\x01", "too short for the Confluent header: 3 bytes (needs 5)"),
+        (b"", "too short for the Confluent wire format: 0 bytes (needs 5: magic byte 0 and a "
+              "4-byte schema id)"),
+        (b"\x00\x00\x01", "too short for the Confluent wire format: 3 bytes"),
         (b"\x01" + good_value[1:],
-         "wrong magic byte 1: schema ids in record headers are not supported yet"),
-        (b'{"s": 1}', "wrong magic byte 123 (expected 0, the Confluent wire format); the value"),
+         "wrong magic byte 0x01: schema ids in record headers are not supported yet"),
+        (b'{"s": 1}', "wrong magic byte 0x7b: not the Confluent wire format (magic byte 0); the "
+                      "value looks like JSON"),
         (b"\x00\x00\x00\x00\x09" + body, "unknown schema id 9"),
         (good_value[:-1], "truncated: the record ends inside field `b`"),
         (good_value[:-5], "truncated or corrupt: length 1 in field `j` exceeds the 0 bytes left"),
@@ -446,7 +448,7 @@ def test_decoder_state_between_calls_and_iterables() -> None:
 def test_decoders_in_threads() -> None:
     values = [frame(STANDARD, event(i)) for i in range(5000)]
 
-    def decode(_: int) -> tuple:
+    def decode(_: int) -> tuple[Any, ...]:
         decoder = AvroDecoder(STANDARD_COLUMNS)
         decoder.add_schema(1, json.dumps(STANDARD))
         return decoder.decode(values)

@@ -1,12 +1,30 @@
-"""Decoding: valid encodings a producer may send are accepted, the rest isolated."""
+"""Decoding: valid encodings a producer may send are accepted, the rest isolated. Every test
+runs twice: with veltrix_codec's JsonDecoder, and with VELTRIX_NO_CODEC=1 (the Python path)."""
+
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pytest
 
 from veltrix_ray.batch import METADATA, Column, Decoder
+from veltrix_ray.batch.native import NO_CODEC_ENV
 from veltrix_ray.contracts import Fetched, Reason
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True, params=["codec", "python"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if request.param == "python":
+        monkeypatch.setenv(NO_CODEC_ENV, "1")
+    else:
+        monkeypatch.delenv(NO_CODEC_ENV, raising=False)
+    yield request.param
+
+
+def test_the_codec_decodes_unless_switched_off(path: str) -> None:
+    assert Decoder(COLS, 1000).native is (path == "codec")
+    assert not Decoder([Column("b", "bytes")], 1000).native  # bytes stay on the Python path
 
 COLS = [Column("id", "string", False), Column("ts", "timestamp", False),
         Column("n", "int64", False), Column("x", "float64", True), Column("ok", "bool", True),
@@ -154,7 +172,8 @@ def test_whitespace_and_a_bom_around_a_value_are_valid_encodings() -> None:
     out = Decoder(SIMPLE, 1000).decode(fetch([
         b'{"id":"a","n":1}', b' {"id":"b","n":2}\n', b'\xef\xbb\xbf{"id":"c","n":3}',
         b'\t{"id":"d",\r\n"n":4}  ']))
-    assert out.bad == [] and out.good == [0, 1, 2, 3]
+    assert out.bad == [] and out.good in (None, [0, 1, 2, 3])
+    assert out.batch.column("n").to_pylist() == [1, 2, 3, 4]
     assert out.batch.column("id").to_pylist() == ["a", "b", "c", "d"]
     assert out.batch.column("_kafka_offset").to_pylist() == [10, 11, 12, 13]
 
@@ -241,3 +260,19 @@ def test_nul_characters_and_null_json_in_a_required_column_are_dead_letters(brok
     assert [b.index for b in out.bad] == [o - 10 for o, _ in expected]
     assert all(b.reason is Reason.DECODE and b.value for b in out.bad)
     assert out.bad[0].value == b'{"id":"b\\u0000","meta":1}'
+
+
+def test_a_value_nested_too_deeply_for_the_decoder_is_a_dead_letter_not_a_crash() -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    value = b'{"id":"a","ts":"2026-11-26T10:00:00Z","n":1,"extra":' + deep + b"}"
+    good = b'{"id":"g","ts":"2026-11-26T10:00:00Z","n":1}'
+    out = Decoder(COLS, 100_000).decode(fetch([good, value, good]))
+    assert out.batch.column("id").to_pylist() == ["g", "g"]
+    assert [(b.offset, b.error) for b in out.bad] == [(11, "value is nested too deeply to decode")]
+
+
+def test_every_config_column_type_has_its_arrow_and_decoding_types() -> None:
+    from veltrix_ray.batch.schema import TYPES
+    from veltrix_ray.config.schema import ColumnType
+
+    assert [t.value for t in ColumnType] == list(TYPES)

@@ -90,7 +90,8 @@ def full_row(classes: dict[str, type]):  # type: ignore[no-untyped-def]
     return r
 
 
-def test_every_kind_decodes_to_exact_arrow_arrays(decoder, classes) -> None:
+def test_every_kind_decodes_to_exact_arrow_arrays(decoder: ProtobufDecoder,
+                                                  classes: dict[str, type]) -> None:
     values = [header() + full_row(classes).SerializeToString(),
               header() + classes["Row"](id=UUID, amount="1e3").SerializeToString()]
     ok, errors, arrays = decoder.decode(values)
@@ -122,7 +123,8 @@ def test_every_kind_decodes_to_exact_arrow_arrays(decoder, classes) -> None:
     assert "318234," in got["doc"][0].as_py()
 
 
-def test_other_message_indexes_and_projection(decoder, classes) -> None:
+def test_other_message_indexes_and_projection(decoder: ProtobufDecoder,
+                                              classes: dict[str, type]) -> None:
     ok, errors, arrays = decoder.decode([
         header(path=(1,)) + classes["Other"](s="other", i32=2**40).SerializeToString(),
         header(path=(0, 1)) + classes["Nested"](s="nested", i32=3).SerializeToString(),
@@ -151,7 +153,7 @@ def test_other_message_indexes_and_projection(decoder, classes) -> None:
         ["other", "nested", "row"], [2**40, 3, 1], [None, None, None]]
 
 
-def test_absent_fields_are_null_and_non_nullable_nulls_are_errors(classes) -> None:
+def test_absent_fields_are_null_and_non_nullable_nulls_are_errors(classes: dict[str, type]) -> None:
     d = ProtobufDecoder([("ts", "timestamp", False), ("opt", "int64", False),
                          ("maybe_n", "int64", False), ("s", "string", False)])
     d.add_schema(SCHEMA_ID, PROTO, {"inner.proto": INNER})
@@ -168,7 +170,8 @@ def test_absent_fields_are_null_and_non_nullable_nulls_are_errors(classes) -> No
     assert errors == [(1, "column ts: field t.Row.ts is absent and the column is not nullable")]
 
 
-def test_bad_records_are_isolated_with_their_reasons(decoder, classes) -> None:
+def test_bad_records_are_isolated_with_their_reasons(decoder: ProtobufDecoder,
+                                                     classes: dict[str, type]) -> None:
     good = full_row(classes).SerializeToString()
     nul = full_row(classes)
     nul.s = "a\x00b"
@@ -203,11 +206,12 @@ def test_bad_records_are_isolated_with_their_reasons(decoder, classes) -> None:
     assert ok == [0, 9, 12]
     reasons = dict(errors)
     assert reasons == {
-        1: "magic byte 1 (schema id in the record headers) is not supported yet: only the "
-           "Confluent framing, magic byte 0, is",
-        2: "wrong magic byte 123: not the Confluent wire format (magic byte 0)",
-        3: "too short for the Confluent Protobuf framing: 3 bytes (magic byte, 4-byte schema "
-           "id, message-index list, payload)",
+        1: "wrong magic byte 0x01: schema ids in record headers are not supported yet (the "
+           "Confluent wire format starts with magic byte 0)",
+        2: "wrong magic byte 0x7b: not the Confluent wire format (magic byte 0); the value looks "
+           "like JSON",
+        3: "too short for the Confluent wire format: 3 bytes (needs 5: magic byte 0 and a "
+           "4-byte schema id)",
         4: "unknown schema id 7",
         5: "bad message-index list: negative count -1",
         6: "bad message-index list: 2 indexes in 1 bytes",
@@ -226,7 +230,7 @@ def test_bad_records_are_isolated_with_their_reasons(decoder, classes) -> None:
     assert arrays[12].to_pylist()[2] == '["a","b","\\\\u0000"]'
 
 
-def test_random_bytes_never_raise(decoder, classes) -> None:
+def test_random_bytes_never_raise(decoder: ProtobufDecoder, classes: dict[str, type]) -> None:
     rng = random.Random(12)
     good = header() + full_row(classes).SerializeToString()
     values = [bytes(rng.randrange(256) for _ in range(rng.randrange(40))) for _ in range(2000)]
@@ -262,7 +266,7 @@ def test_schema_checks_name_the_field() -> None:
 def test_fields_give_kinds_and_nullability() -> None:
     d = ProtobufDecoder([("s", "string", False)])
     d.add_schema(1, PROTO, {"inner.proto": INNER})
-    assert dict((n, (k, null)) for n, k, null in d.fields(1)) == {
+    assert {n: (k, null) for n, k, null in d.fields(1)} == {
         "i32": ("int64", False), "u64": ("int64", False), "s64": ("int64", False),
         "d": ("float64", False), "f": ("float64", False), "s": ("string", False),
         "color": ("string", False), "b": ("bool", False), "raw": ("bytes", False),
@@ -313,7 +317,7 @@ def test_standard_event_proto_fits_the_standard_columns() -> None:
         "payload": '{"page":"/p/63","ab":"B","items":[318234]}'}
 
 
-def test_both_paths_take_the_test_schemas(decoder) -> None:
+def test_both_paths_take_the_test_schemas(decoder: ProtobufDecoder) -> None:
     assert decoder.native(SCHEMA_ID)
     text = (resources.files("veltrix_ray") / "formats" / "standard_event.proto").read_text()
     d = ProtobufDecoder([("kind", "string", False)])
@@ -453,7 +457,7 @@ def test_rust_and_python_paths_agree() -> None:
     assert same_result(values, DOC, DOC_COLS) > 300
 
 
-def test_a_schema_with_any_keeps_the_python_path_in_a_mixed_batch(classes) -> None:
+def test_a_schema_with_any_keeps_the_python_path_in_a_mixed_batch(classes: dict[str, type]) -> None:
     any_proto = ('syntax = "proto3"; package a; import "google/protobuf/any.proto"; '
                  "message Row { string s = 1; google.protobuf.Any extra = 2; }")
     cols = [("s", "string", False), ("extra", "json", True)]

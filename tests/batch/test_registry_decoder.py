@@ -10,14 +10,11 @@ from typing import Any
 import fastavro
 import pytest
 
-from veltrix_ray.batch.registry import (
-    KeyedDecoder,
-    RegistryDecoder,
-    TextKeys,
-    Writer,
-    avro_fields,
-)
+from veltrix_ray.batch.avro import avro_fields
+from veltrix_ray.batch.keys import KeyedDecoder, TextKeys
+from veltrix_ray.batch.registry import RegistryDecoder
 from veltrix_ray.batch.schema import Column
+from veltrix_ray.batch.writer import Writer
 from veltrix_ray.contracts import Fetched
 
 pytestmark = pytest.mark.unit
@@ -108,7 +105,7 @@ def test_a_schema_the_columns_cannot_follow_stops_only_its_partitions() -> None:
 
 def test_keys_fill_their_columns_and_a_bad_key_is_a_dead_letter() -> None:
     keyed = KeyedDecoder(decoder(), TextKeys(Column("k", "string", False)))
-    values = [framed(1, V1, {"a": i, "b": "v"}) for i in range(3)]
+    values: list[bytes | None] = [framed(1, V1, {"a": i, "b": "v"}) for i in range(3)]
     out = keyed.decode(fetched(values, keys=[b"k0", b"\xff", None]))
     assert out.good == [0]
     assert out.batch.column("k").to_pylist() == ["k0"]
@@ -132,3 +129,14 @@ def test_avro_fields_map_types_and_nullability() -> None:
     assert fields == {"ts": ("timestamp", False, False), "m": ("json", False, False),
                       "e": ("string", False, False), "e2": ("string", False, False),
                       "u": ("uuid", True, True), "d": ("decimal", False, False)}
+
+
+def test_a_value_not_in_the_wire_format_is_worded_the_same_for_every_format() -> None:
+    from veltrix_ray.batch.protobuf import ProtobufDecoder, header_error
+    values: list[bytes | None] = [b"\x01\x00\x00\x00\x01\x02", b'{"a": 1}', b"\x00\x00"]
+    expected = {i: header_error(v) for i, v in enumerate(values) if v is not None}
+    avro = decoder().decode(fetched(values))
+    assert {b.index: b.error for b in avro.bad} == expected
+    for native in (True, False):
+        proto = ProtobufDecoder([("a", "int64", False)], native=native)
+        assert dict(proto.decode(values)[1]) == expected, native

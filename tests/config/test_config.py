@@ -15,8 +15,9 @@ from psycopg.conninfo import make_conninfo
 
 from veltrix_ray import cli
 from veltrix_ray.check import run_checks
+from veltrix_ray.check.pipeline import launch_findings
 from veltrix_ray.config import load_config, to_settings
-from veltrix_ray.config.validate import Finding, static_findings
+from veltrix_ray.config.validate import Finding
 from veltrix_ray.errors import ConfigError
 
 SECRET = "s3cr3t-pw"
@@ -62,7 +63,63 @@ def test_every_group_option_loads_and_validates(pipeline: str, topology: str) ->
         overrides.append("topology.address=ray://x:10001")
     settings = to_settings(load_config(overrides))
     assert settings.pipeline.name == pipeline and settings.topology.name == topology
-    assert _keys(static_findings(settings), "error") == set()
+    assert _keys(launch_findings(settings), "error") == set()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("key", "bad", "allowed"), [
+    ("pipeline.mode", "merge", "append, upsert"),
+    ("pipeline.on_transform_error", "skip", "dead_letter, stop"),
+    ("topology.placement", "spread", "PACK, SPREAD"),
+    ("until", "done", "forever, drained"),
+])
+def test_a_closed_choice_fails_at_compose_time_naming_the_key_and_the_choices(
+        key: str, bad: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config([f"{key}={bad}"])
+    assert f"Invalid value '{bad}', expected one of [{allowed}]" in str(info.value)
+    assert f"full_key: {key}" in str(info.value)
+
+
+@pytest.mark.unit
+def test_every_choice_is_named_by_its_value() -> None:
+    """OmegaConf reads YAML and overrides by member name; the name is what `config show`
+    prints, and what the member hashes as beside its string."""
+    from veltrix_ray.config import schema
+
+    choices = [c for c in vars(schema).values()
+               if isinstance(c, type) and issubclass(c, schema.Choice) and c is not schema.Choice]
+    assert len(choices) >= 11
+    for choice in choices:
+        for member in choice:
+            assert member.name == member.value == str(member) == f"{member}", member
+            assert {member.value: True}[member]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("column", "key", "allowed"), [
+    ("{name:a,type:float}", "type", "int64, float64, string, bool"),
+    ("{name:a,type:string,source:kye}", "source", "value, key"),
+])
+def test_a_bad_column_choice_names_the_columns_key(column: str, key: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config([f"pipeline.columns=[{column}]"])
+    assert f"full_key: pipeline.columns[].{key}" in str(info.value)
+    assert f"expected one of [{allowed}" in str(info.value)
+
+
+@pytest.mark.unit
+def test_choices_are_plain_values_in_settings_and_in_config_show(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    settings = to_settings(load_config(["kafka.topic=t", "pipeline=user_totals",
+                                        "kafka.security_protocol=SASL_SSL"]))
+    assert settings.pipeline.mode == "upsert" and f"{settings.pipeline.mode}" == "upsert"
+    assert str(settings.kafka.security_protocol) == "SASL_SSL"
+    assert cli.main(["config", "show", "kafka.topic=t", "pipeline=user_totals",
+                     "kafka.security_protocol=SASL_SSL"]) == 0
+    shown = capsys.readouterr().out
+    assert "mode: upsert" in shown and "security_protocol: SASL_SSL" in shown
+    assert "Mode." not in shown and "SecurityProtocol" not in shown
 
 
 def test_a_typo_in_a_key_names_the_key() -> None:
@@ -327,7 +384,7 @@ def test_a_connected_ray_is_measured_instead_of_the_machine(
         ray_local: None, new_topic: Callable[[int], str]) -> None:
     import ray
 
-    cpus = ray.cluster_resources()["CPU"]
+    cpus = ray.cluster_resources()["CPU"]  # type: ignore[no-untyped-call]
     workers = int(cpus) + 1
     f = _one(_check(f"kafka.topic={new_topic(workers)}", f"topology.workers={workers}",
                     "topology.num_cpus=1"), "error", "topology.workers")

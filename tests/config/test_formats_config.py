@@ -12,6 +12,7 @@ from veltrix_ray import cli
 from veltrix_ray.check import run_checks
 from veltrix_ray.config import load_config, to_settings
 from veltrix_ray.config.validate import Finding, static_findings
+from veltrix_ray.errors import ConfigError
 from veltrix_ray.registry.client import RegistryClient
 
 NOWHERE = "schema_registry.url=http://127.0.0.1:9/apis/ccompat/v7"
@@ -43,9 +44,13 @@ def test_registry_format_without_a_url_names_the_key(monkeypatch: pytest.MonkeyP
 
 @pytest.mark.unit
 def test_format_choices_and_key_sources_are_checked() -> None:
-    errors = _errors(_static("kafka.topic=t", "pipeline.format=xml", "pipeline.key_format=csv",
-                             "pipeline.schema_evolution=sometimes"))
-    assert {"pipeline.format", "pipeline.key_format", "pipeline.schema_evolution"} <= set(errors)
+    for override, allowed in (("pipeline.format=xml", "json, avro, protobuf"),
+                              ("pipeline.key_format=csv", "none, string, json, avro, protobuf"),
+                              ("pipeline.schema_evolution=sometimes", "none, add_columns")):
+        with pytest.raises(ConfigError) as bad:
+            load_config(["kafka.topic=t", override])
+        assert f"expected one of [{allowed}]" in str(bad.value)
+        assert f"full_key: {override.split('=')[0]}" in str(bad.value)
     errors = _errors(_static("kafka.topic=t", "pipeline.columns=[{name:k,type:string,source:key}]"))
     assert "pipeline.key_format" in errors and "'k'" in errors["pipeline.key_format"]
     errors = _errors(_static("kafka.topic=t", "pipeline.columns=[]"))

@@ -7,6 +7,7 @@ import pytest
 from veltrix_ray.config import load_config, to_settings
 from veltrix_ray.config.mask import masked_yaml
 from veltrix_ray.config.validate import kafka_security_findings
+from veltrix_ray.errors import ConfigError
 
 pytestmark = pytest.mark.unit
 
@@ -32,7 +33,6 @@ def test_sasl_with_a_scram_mechanism_and_credentials_is_valid(protocol: str,
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
-    (["kafka.security_protocol=TLS"], {("error", "kafka.security_protocol")}),
     (["kafka.security_protocol=SASL_SSL"], {("error", "kafka.sasl_mechanism"),
                                            ("error", "kafka.sasl_username"),
                                            ("error", "kafka.sasl_password")}),
@@ -49,9 +49,18 @@ def test_mistakes_name_the_key(overrides: list[str], expected: set[tuple[str, st
 
 
 @pytest.mark.usefixtures("credentials")
-def test_an_unknown_mechanism_and_plain_in_the_clear_name_the_keys() -> None:
-    assert _findings("kafka.security_protocol=SASL_SSL", "kafka.sasl_mechanism=GSSAPI") == {
-        ("error", "kafka.sasl_mechanism")}
+def test_an_unknown_protocol_or_mechanism_fails_at_compose_time_naming_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"'TLS', expected one of \[PLAINTEXT, SSL, "
+                                          r"SASL_PLAINTEXT, SASL_SSL\]\n *full_key: "
+                                          r"kafka\.security_protocol"):
+        _findings("kafka.security_protocol=TLS")
+    with pytest.raises(ConfigError, match=r"'GSSAPI', expected one of \[PLAIN, SCRAM-SHA-256, "
+                                          r"SCRAM-SHA-512\]\n *full_key: kafka\.sasl_mechanism"):
+        _findings("kafka.security_protocol=SASL_SSL", "kafka.sasl_mechanism=GSSAPI")
+
+
+@pytest.mark.usefixtures("credentials")
+def test_plain_in_the_clear_is_a_warning() -> None:
     assert _findings("kafka.security_protocol=SASL_PLAINTEXT", "kafka.sasl_mechanism=PLAIN") == {
         ("warning", "kafka.security_protocol")}
 

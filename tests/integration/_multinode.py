@@ -52,7 +52,8 @@ def alive_actors() -> dict[str, str]:
     """name -> node id of the veltrix actors that are alive now."""
     actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000, timeout=10,
                          raise_on_missing_output=False)
-    return {a.name: a.node_id for a in actors if a.name and a.name.startswith("veltrix:")}
+    return {a.name: a.node_id for a in actors
+            if a.name and a.node_id and a.name.startswith("veltrix:")}
 
 
 def wait_for(what: str, check: Any, timeout: float, run: threading.Thread,
@@ -96,7 +97,7 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
         def run() -> None:
             try:
                 outcome["summary"] = pipeline.run(on_progress=latest.append)
-            except BaseException as exc:  # reported in the result
+            except BaseException as exc:  # noqa: BLE001 - reported in the result
                 outcome["error"] = "".join(traceback.format_exception(exc))
 
         thread = threading.Thread(target=run, name="pipeline", daemon=True)
@@ -159,13 +160,13 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
         return result
     finally:
         ray.shutdown()
-        cluster.shutdown()
+        cluster.shutdown()  # type: ignore[no-untyped-call]
 
 
 if __name__ == "__main__":
     try:
         out = main(json.loads(sys.argv[1]))
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
         out = {"ok": False, "error": "".join(traceback.format_exception(exc))}
     print("RESULT " + json.dumps(out, default=str), flush=True)
     sys.exit(0 if out.get("ok") else 1)

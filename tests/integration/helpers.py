@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 import ray
@@ -101,7 +102,7 @@ class Background:
     def _run(self) -> None:
         try:
             self.summary = self.pipeline.run()
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
             self.error = exc
 
     def __enter__(self) -> Background:
@@ -121,7 +122,7 @@ class Background:
             raise AssertionError(f"the pipeline's run ended: {self.summary.table()}\n"
                                  f"errors: {self.summary.errors}")
 
-    def coordinator(self) -> ray.actor.ActorHandle:
+    def coordinator(self) -> ray.actor.ActorHandle[Any]:
         return ray.get_actor(coordinator_name(self.pipeline.settings.pipeline.name),
                              namespace=NAMESPACE)
 

@@ -18,9 +18,10 @@ CLI = [sys.executable, "-m", "veltrix_ray.cli"]
 
 
 def run_cli(args: list[str], **kw: object) -> subprocess.Popen[str]:
-    return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "RAY_DEDUP_LOGS": "0"},
-                            **kw)  # type: ignore[call-overload]
+    proc: subprocess.Popen[str] = subprocess.Popen(  # type: ignore[call-overload]
+        [*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "RAY_DEDUP_LOGS": "0"}, **kw)
+    return proc
 
 
 def test_run_until_drained_prints_the_summary(kafka_bootstrap: str, pg_dsn: str,

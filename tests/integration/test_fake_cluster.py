@@ -238,7 +238,7 @@ def test_a_backlog_adds_fake_nodes_and_idle_nodes_are_removed(
         run.wait(timeout=90)
     finally:
         if run.poll() is None:
-            _kill_group(run, grace=10)  # type: ignore[arg-type]
+            _kill_group(run, grace=10)
         out.close()
         err.close()
     assert run.returncode == 0, why()

@@ -14,7 +14,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,10 +129,10 @@ def total(samples: dict[str, list[tuple[dict[str, str], float]]], name: str,
           by: str | None = None) -> Any:
     if by is None:
         return sum(v for _, v in samples.get(name, []))
-    sums: Counter[str] = Counter()
+    sums: dict[str, float] = {}
     for labels, v in samples.get(name, []):
-        sums[labels[by]] += v
-    return dict(sums)
+        sums[labels[by]] = sums.get(labels[by], 0.0) + v
+    return sums
 
 
 def per_partition(samples: dict[str, list[tuple[dict[str, str], float]]], name: str

@@ -10,6 +10,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pyarrow as pa
@@ -46,6 +47,13 @@ from .helpers import (
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
+def moved_partitions(move: dict[str, object]) -> list[int]:
+    """Every partition of a rescale's partition sets, in order."""
+    sets = move["sets"]
+    assert isinstance(sets, list)
+    return sorted(p for s in sets for p in s)
+
+
 def test_exact_rows_dead_letters_and_offsets(kafka_bootstrap: str, pg_dsn: str,
                                              new_topic: Callable[[int], str]) -> None:
     topic = new_topic(8)
@@ -80,7 +88,10 @@ def test_killed_workers_lose_and_duplicate_nothing(kafka_bootstrap: str, pg_dsn:
     with Background(overrides(topic, pg_dsn, "topology.workers=2", "batch.max_records=300",
                               "topology.max_restarts=10")) as run:
         for round_ in range(3):
-            run.wait("rows to commit", lambda r=round_: committed_rows(pg_dsn) > 3000 * (r + 1))
+            def committed(r: int = round_) -> bool:
+                return committed_rows(pg_dsn) > 3000 * (r + 1)
+
+            run.wait("rows to commit", committed)
             run.wait("a live worker", lambda: bool(live_pids()))
             pid = live_pids()[round_ % 2 if len(live_pids()) > 1 else 0]
             os.kill(pid, signal.SIGKILL)
@@ -155,7 +166,7 @@ def test_stop_asked_during_the_start_ends_the_run(kafka_bootstrap: str, pg_dsn: 
 def test_upsert_keeps_the_latest_value_per_key(kafka_bootstrap: str, pg_dsn: str,
                                               new_topic: Callable[[int], str]) -> None:
     topic = new_topic(4)
-    events = []
+    events: list[dict[str, Any]] = []
     for i in range(400):
         user = i % 23
         kind = "refund" if i % 10 == 9 else ("view", "click", "purchase")[i % 3]
@@ -305,7 +316,7 @@ def test_rescale_mid_run_moves_few_partitions_and_stays_exact(
         run.wait("some rows", lambda: committed_rows(pg_dsn) > 2000)
         up = run.pipeline.rescale(4)
         assert up["moved"] == 4  # each of the 2 old workers hands over 2 of its 4
-        assert sorted(p for s in up["sets"] for p in s) == list(range(8))
+        assert moved_partitions(up) == list(range(8))
         down = run.pipeline.rescale(3)
         assert down["moved"] == 2  # the 4th set's 2 partitions move
         events = ray.get(run.coordinator().progress.remote())["events"]
@@ -342,7 +353,7 @@ def test_rescale_asked_at_the_start_waits_for_it_and_names_are_never_reused(
         assert run.pipeline.rescale(4)["moved"] == 4
         assert run.pipeline.rescale(2)["moved"] == 4
         again = run.pipeline.rescale(4)  # partition sets 2 and 3 again, with new workers
-        assert sorted(p for s in again["sets"] for p in s) == list(range(8))
+        assert moved_partitions(again) == list(range(8))
 
         def new_names() -> list[str]:
             workers = ray.get(run.coordinator().progress.remote())["workers"]

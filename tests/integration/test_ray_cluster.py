@@ -79,7 +79,7 @@ def _check_postgres(dsn: str, bootstrap: str, topic: str, good: set[str], events
         ids = {row[0] for row in conn.execute("SELECT event_id::text FROM events")}
         dead = conn.execute("SELECT count(*) FROM veltrix_dead_letters WHERE topic = %s",
                             (topic,)).fetchone()[0]  # type: ignore[index]
-        offsets = dict(conn.execute(
+        offsets: dict[int, int | None] = dict(conn.execute(
             "SELECT partition, next_offset FROM veltrix_offsets WHERE topic = %s",
             (topic,)).fetchall())
     assert total == distinct, f"{total - distinct} duplicate event_ids"
@@ -201,7 +201,7 @@ class RayHead:
             try:
                 return JobSubmissionClient(self.dashboard,
                                            headers={"Authorization": f"Bearer {TOKEN}"})
-            except Exception as exc:  # the job server is not up yet
+            except Exception as exc:  # noqa: BLE001 - the job server is not up yet
                 last = exc
                 time.sleep(1.0)
         pytest.fail(f"the job server at {self.dashboard} did not answer within {timeout:.0f}s "

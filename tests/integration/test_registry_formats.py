@@ -164,7 +164,7 @@ def test_bad_framing_is_dead_lettered_with_its_reason(
     assert summary.ok, summary.errors
     assert [r[0] for r in rows(pg_dsn, "orders", "order_id")] == ["o00000", "o00001"]
     with psycopg.connect(pg_dsn) as conn:
-        dead = dict(conn.execute('SELECT "offset", error FROM veltrix_dead_letters '
+        dead: dict[int, str] = dict(conn.execute('SELECT "offset", error FROM veltrix_dead_letters '
                                  "ORDER BY 1").fetchall())
     assert sorted(dead) == [1, 2, 3, 4, 5, 6]
     assert "magic byte 0x01" in dead[1] and "headers" in dead[1]
@@ -234,7 +234,7 @@ def test_worker_killed_mid_run_on_an_avro_topic_exactly_once(
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT count(*), count(DISTINCT order_id) FROM orders"
                             ).fetchone() == (n, n)
-    assert offsets(pg_dsn, topic) == {p: n // 4 for p in range(4)}
+    assert offsets(pg_dsn, topic) == dict.fromkeys(range(4), n // 4)
     assert _dead(pg_dsn) == 0
 
 
@@ -256,7 +256,7 @@ def _count(dsn: str, table: str) -> int:
 BAD_REASONS = {
     "avro": {"wrong_magic": "magic byte 0x01", "unknown_id": "unknown schema id",
              "truncated": "truncated", "trailing": "trailing"},
-    "protobuf": {"wrong_magic": "magic byte 1", "unknown_id": "unknown schema id",
+    "protobuf": {"wrong_magic": "magic byte 0x01", "unknown_id": "unknown schema id",
                  "truncated": "does not parse", "trailing": "does not parse"},
 }
 
@@ -286,7 +286,7 @@ def test_produced_events_with_bad_records_land_exactly(
             good[rec.event_id] = json.loads(js.value)
         hw[p] += 1
     if fmt == "protobuf":  # the second message type of the schema, Confluent index [1]
-        tagged = [r for r in generate(50, seed=99, format=fmt, schema_id=sid)]
+        tagged = list(generate(50, seed=99, format=fmt, schema_id=sid))
         values = [r.value[:5] + b"\x02\x02" + r.value[6:] + b"\x42\x03abc" for r in tagged]
         offsets_1 = send(kafka_bootstrap, topic, values, partition=1)
         assert offsets_1[0] == hw[1]
@@ -331,8 +331,9 @@ def test_avro_keys_are_the_upsert_key(kafka_bootstrap: str, new_topic: Any, pg_d
     records: dict[int, list[tuple[bytes, bytes]]] = {0: [], 1: []}
     for i in range(400):
         user = 7 + i % 13
-        state = {"last_kind": ("view", "click", "buy")[i % 3], "total_cents": i * 10}
-        latest[user] = (state["last_kind"], state["total_cents"])
+        kind, cents = ("view", "click", "buy")[i % 3], i * 10
+        state = {"last_kind": kind, "total_cents": cents}
+        latest[user] = (kind, cents)
         records[user % 2].append((framed(kid, KEY, {"user_id": user}),
                                   framed(vid, STATE, state)))
     records[0].append((b"\x00\x00", framed(vid, STATE, {"last_kind": "x", "total_cents": 1})))
@@ -402,7 +403,7 @@ def test_every_avro_type_lands_in_its_postgres_type(
     summary = Pipeline(load_config(avro_run(topic, pg_dsn, "all_types"))).run()
     assert summary.ok and summary.rows == 2, summary.errors
     with psycopg.connect(pg_dsn) as conn:
-        types = dict(conn.execute(
+        types: dict[str, str] = dict(conn.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_name = 'all_types'").fetchall())
         got = conn.execute("SELECT id, price, raw, digest, day, at, uid::text, ratio, ok, color, "

@@ -36,7 +36,8 @@ async def _round_trip(bootstrap: str) -> bytes:
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
         batch = await consumer.getmany(tp, timeout_ms=10_000)
-        return batch[tp][0].value
+        value: bytes = batch[tp][0].value
+        return value
     finally:
         await consumer.stop()
 

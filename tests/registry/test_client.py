@@ -6,6 +6,7 @@ import base64
 import json
 import socket
 import uuid
+from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -19,7 +20,7 @@ from veltrix_ray.registry import (
 )
 
 
-def _record(*fields: dict[str, object]) -> str:
+def _record(*fields: Mapping[str, object]) -> str:
     return json.dumps({"type": "record", "name": "Event", "namespace": "test",
                        "fields": [{"name": "event_id", "type": "string"}, *fields]})
 
@@ -113,3 +114,11 @@ def test_a_registry_that_does_not_answer_times_out() -> None:
         with pytest.raises(RegistryUnavailable) as timed_out:
             RegistryClient(url, timeout_s=0.5).schema(1)
     assert url in str(timed_out.value) and "0.5s" in str(timed_out.value)
+
+
+def test_versions_of_an_id_name_each_subject_that_holds_it(registry: RegistryClient) -> None:
+    subject, other = _subject(), _subject()
+    text = _record({"name": "note", "type": "string"})
+    schema_id = registry.register(subject, text)
+    assert registry.register(other, text) == schema_id
+    assert sorted(registry.versions_of(schema_id)) == sorted([(subject, 1), (other, 1)])

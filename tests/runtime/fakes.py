@@ -21,7 +21,7 @@ from veltrix_ray.runtime.budget import Watchdog
 from veltrix_ray.runtime.loop import WorkerLoop
 from veltrix_ray.transform import output_schema
 
-Log = list[tuple[bytes | None, bytes | None]]  # (key, value) at offsets 0, 1, ...
+Log = Sequence[tuple[bytes | None, bytes | None]]  # (key, value) at offsets 0, 1, ...
 
 
 def event(i: int, **change: Any) -> bytes:
@@ -181,7 +181,7 @@ def run_loop(s: VeltrixConfig, source: FakeSource, sink: FakeSink,
     def target() -> None:
         try:
             asyncio.run(loop.run())
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
             error.append(exc)
 
     thread = threading.Thread(target=target, daemon=True)

@@ -5,6 +5,7 @@ One worker commits 10,000 rows/s when fully busy in every case; the law sizes fo
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -161,7 +162,7 @@ CASES = [
 
 @pytest.mark.parametrize(("observation", "history", "overrides", "target", "code", "says"),
                          CASES)
-def test_law(observation: Observation, history: list[Record], overrides: dict[str, float],
+def test_law(observation: Observation, history: list[Record], overrides: dict[str, Any],
              target: int, code: str, says: list[str]) -> None:
     d = decide(observation, history, replace(CONFIG, **overrides), NOW)
     assert (d.target, d.code) == (target, code), d.reason

@@ -99,7 +99,7 @@ def test_one_inflight_batch_commits_one_at_a_time_without_spinning() -> None:
 
 @pytest.mark.parametrize("key,value", [("inflight_batches", 0), ("expansion", 0)])
 def test_memory_settings_that_cannot_work_fail_naming_the_key(key: str, value: int) -> None:
-    from veltrix_ray.config.validate import validate
+    from veltrix_ray.check.pipeline import validate
 
     with pytest.raises(ConfigError, match=rf"topology.memory.{key}={value} must be"):
         validate(settings(f"topology.memory.{key}={value}"))

@@ -121,7 +121,7 @@ def test_an_offsets_table_without_counters_is_upgraded(pg_dsn: str) -> None:
 def test_connections_get_keepalives_unless_the_dsn_sets_them(pg_dsn: str) -> None:
     s = sink(pg_dsn + "?keepalives_idle=42")
     try:
-        params = psycopg.conninfo.conninfo_to_dict(s._conninfo())
+        params = psycopg.conninfo.conninfo_to_dict(s.db.conninfo())
         assert params["keepalives_idle"] == "42" and params["keepalives"] == "1"
         assert params["application_name"] == "veltrix-ray"
         s.setup(SCHEMA)  # and it connects

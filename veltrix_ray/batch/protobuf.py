@@ -59,17 +59,10 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.internal.type_checkers import ToShortestFloat
 from google.protobuf.message import DecodeError, Message
 
+from veltrix_ray.batch.native import codec
+from veltrix_ray.batch.schema import from_buffers
 
-def _codec() -> Any:
-    """veltrix_codec, or None when not built (the Python path then decodes everything)."""
-    try:
-        import veltrix_codec
-    except ImportError:
-        return None
-    return veltrix_codec
-
-
-veltrix_codec = _codec()
+veltrix_codec = codec()  # None: the Python (upb) path decodes everything
 log = logging.getLogger(__name__)
 
 ARROW_TYPES: dict[str, pa.DataType] = {
@@ -110,12 +103,12 @@ _INTS = frozenset({_T.TYPE_INT32, _T.TYPE_INT64, _T.TYPE_UINT32, _T.TYPE_UINT64,
 _UNSIGNED_64 = frozenset({_T.TYPE_UINT64, _T.TYPE_FIXED64})
 _FLOATS = frozenset({_T.TYPE_FLOAT, _T.TYPE_DOUBLE})
 _SCALAR_KINDS = {  # the kinds a scalar field may go into; json takes anything
-    **{t: ("int64", "float64", "decimal") for t in _INTS},
+    **dict.fromkeys(_INTS, ("int64", "float64", "decimal")),
     _T.TYPE_FLOAT: ("float64",), _T.TYPE_DOUBLE: ("float64",),
     _T.TYPE_STRING: ("string", "uuid", "decimal"), _T.TYPE_ENUM: ("string",),
     _T.TYPE_BOOL: ("bool",), _T.TYPE_BYTES: ("bytes",),
 }
-_NATURAL_KIND = {**{t: "int64" for t in _INTS}, _T.TYPE_FLOAT: "float64",
+_NATURAL_KIND = {**dict.fromkeys(_INTS, "int64"), _T.TYPE_FLOAT: "float64",
                  _T.TYPE_DOUBLE: "float64", _T.TYPE_STRING: "string", _T.TYPE_ENUM: "string",
                  _T.TYPE_BOOL: "bool", _T.TYPE_BYTES: "bytes"}
 _WRAPPERS = frozenset(f"google.protobuf.{t}Value" for t in
@@ -146,10 +139,9 @@ Extract = Callable[[list[Any]], tuple[list[Any], Errors]]
 
 def message_indexes(value: bytes) -> tuple[tuple[int, ...], int]:
     """The message-index path of a Confluent Protobuf value and where its payload starts."""
-    if len(value) < 6:
-        raise ValueError(_too_short(len(value)))
-    if value[0] != 0:
-        raise ValueError(_wrong_magic(value[0]))
+    why = header_error(value)
+    if why is not None:
+        raise ValueError(why)
     count, at = _zigzag(value, 5)
     if count < 0:
         raise ValueError(f"bad message-index list: negative count {count}")
@@ -180,16 +172,20 @@ def _zigzag(value: bytes, at: int) -> tuple[int, int]:
     raise ValueError("bad message-index list: a varint longer than 5 bytes")
 
 
-def _too_short(n: int) -> str:
-    return (f"too short for the Confluent Protobuf framing: {n} bytes "
-            "(magic byte, 4-byte schema id, message-index list, payload)")
-
-
-def _wrong_magic(magic: int) -> str:
-    if magic == 1:
-        return ("magic byte 1 (schema id in the record headers) is not supported yet: "
-                "only the Confluent framing, magic byte 0, is")
-    return f"wrong magic byte {magic}: not the Confluent wire format (magic byte 0)"
+def header_error(value: bytes) -> str | None:
+    """Why a value is not in the Confluent wire format (magic byte 0, 4-byte schema id), if it
+    is not: worded as native/src/lib.rs words it for both codecs."""
+    if value[:1] == b"\x01":
+        return ("wrong magic byte 0x01: schema ids in record headers are not supported yet (the "
+                "Confluent wire format starts with magic byte 0)")
+    if value and value[0] != 0:
+        json = "; the value looks like JSON" if value[:1] == b"{" else ""
+        return (f"wrong magic byte {value[0]:#04x}: not the Confluent wire format (magic byte "
+                f"0){json}")
+    if len(value) < 5:
+        return (f"too short for the Confluent wire format: {len(value)} bytes (needs 5: magic "
+                "byte 0 and a 4-byte schema id)")
+    return None
 
 
 @dataclass
@@ -297,13 +293,7 @@ class ProtobufDecoder:
                        ) -> tuple[list[int], Errors, list[pa.Array]]:
         assert self._native is not None
         ok, errors, buffers = self._native.decode(values)
-        n = len(ok)
-        arrays = []
-        for (_, kind, _), (validity, offsets, data) in zip(self.columns, buffers, strict=True):
-            parts = [validity, data] if offsets is None else [validity, offsets, data]
-            arrays.append(pa.Array.from_buffers(
-                ARROW_TYPES[kind], n, [None if b is None else pa.py_buffer(b) for b in parts]))
-        return ok, errors, arrays
+        return ok, errors, from_buffers([kind for _, kind, _ in self.columns], len(ok), buffers)
 
     def _decode_python(self, values: Sequence[bytes | None]
                        ) -> tuple[list[int], Errors, list[pa.Array]]:
@@ -356,11 +346,10 @@ class ProtobufDecoder:
         return positions, errors, arrays
 
     def _locate(self, value: bytes | None, groups: dict[Any, _Group]) -> tuple[_Group, int] | str:
-        """The group of a record whose header is not a known 6-byte one, or its error."""
+        """The group of a record whose header is not a known 6-byte one, or its error (a value
+        not in the Confluent wire format among them)."""
         if value is None:
             return "no value (a tombstone)"
-        if len(value) < 6:
-            return _wrong_magic(value[0]) if value and value[0] != 0 else _too_short(len(value))
         try:
             path, start = message_indexes(value)
         except ValueError as e:
@@ -662,9 +651,9 @@ def _describe(f: FieldDescriptor) -> str:
         return "map"
     label = "repeated " if _is_repeated(f) else ""
     if f.cpp_type == _T.CPPTYPE_MESSAGE:
-        return label + f.message_type.full_name
+        return label + str(f.message_type.full_name)
     if f.type == _T.TYPE_ENUM:
-        return label + "enum " + f.enum_type.full_name
+        return label + "enum " + str(f.enum_type.full_name)
     return label + _TYPE_NAMES[f.type]
 
 

@@ -8,114 +8,28 @@ columns stops the partitions that carry it (nothing of their batch commits)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyarrow as pa
 
-from veltrix_ray.batch.decode import Decoded
-from veltrix_ray.batch.schema import METADATA, Column, arrow_schema
+from veltrix_ray.batch.avro import AvroCodec, avro_fields
+from veltrix_ray.batch.contract import Decoded
+from veltrix_ray.batch.schema import METADATA, Column, arrow_schema, kafka_metadata
+from veltrix_ray.batch.writer import Field, Writer
 from veltrix_ray.contracts import DeadLetter, Fetched, Reason
-from veltrix_ray.errors import ConfigError
 
 REGISTRY_FORMATS = ("avro", "protobuf")
-_ARROW = {name: arrow_schema([Column("x", name)]).field("x").type
-          for name in ("int64", "float64", "string", "bool", "timestamp", "date", "json",
-                       "bytes", "uuid", "decimal")}
 
 
-@dataclass(frozen=True)
-class Field:
-    """A top-level field of a writer schema, as a column would hold it."""
-
-    name: str
-    kind: str
-    nullable: bool  # null is one of its values (an Avro union with null, a proto3 optional)
-    has_default: bool  # a reader without the field still reads old records
-
-
-@dataclass(frozen=True)
-class Writer:
-    """One registered schema, as the decoder gets it."""
-
-    id: int
-    schema_type: str  # AVRO | PROTOBUF
-    text: str
-    references: dict[str, str] = field(default_factory=dict)  # import name -> text
-    subject: str = ""
-    version: int | None = None
-
-    def where(self) -> str:
-        version = f" version {self.version}" if self.version is not None else ""
-        subject = f" of {self.subject}" if self.subject else ""
-        return f"schema id {self.id}{subject}{version}"
+def subject_name(topic: str, side: str) -> str:
+    """The registry subject of a topic's values or keys (TopicNameStrategy): side is value or
+    key."""
+    return f"{topic}-{side}"
 
 
 # -- writer schemas -> fields ----------------------------------------------------------------
-
-_AVRO_PRIMITIVE = {"int": "int64", "long": "int64", "float": "float64", "double": "float64",
-                   "string": "string", "boolean": "bool", "bytes": "bytes"}
-_AVRO_LOGICAL = {"timestamp-millis": "timestamp", "timestamp-micros": "timestamp",
-                 "local-timestamp-millis": "timestamp", "local-timestamp-micros": "timestamp",
-                 "date": "date", "decimal": "decimal", "uuid": "uuid"}
-
-
-def avro_fields(text: str) -> list[Field]:
-    """The columns an Avro record schema gives (nested values are json)."""
-    schema = json.loads(text)
-    if not isinstance(schema, dict) or schema.get("type") != "record":
-        raise ValueError("the value schema is not an Avro record: its fields are the columns")
-    named: dict[str, Any] = {}
-
-    def kind(t: Any) -> tuple[str, bool]:
-        if isinstance(t, list):
-            branches = [b for b in t if b != "null"]
-            nullable = len(branches) < len(t)
-            if len(branches) == 1:
-                return kind(branches[0])[0], nullable
-            return "json", nullable
-        if isinstance(t, str):
-            if t in _AVRO_PRIMITIVE:
-                return _AVRO_PRIMITIVE[t], False
-            if t == "null":
-                return "json", True
-            return kind(named.get(t, named.get(t.rsplit(".", 1)[-1], "json")))
-        if isinstance(t, dict):
-            if "name" in t and t.get("type") in ("record", "enum", "fixed"):
-                named[t["name"]] = t
-                if t.get("namespace"):
-                    named[f"{t['namespace']}.{t['name']}"] = t
-            logical = _AVRO_LOGICAL.get(t.get("logicalType", ""))
-            base = t.get("type")
-            if logical and (logical != "uuid" or base == "string"):
-                return logical, False
-            if base == "enum":
-                return "string", False
-            if base == "fixed":
-                return "bytes", False
-            if base in ("record", "map", "array"):
-                _walk(t)
-                return "json", False
-            return kind(base)
-        return "json", False
-
-    def _walk(t: Any) -> None:  # register named types defined inside nested values
-        for sub in t.get("fields", []):
-            kind(sub.get("type"))
-        for key in ("items", "values"):
-            if key in t:
-                kind(t[key])
-
-    if schema.get("name"):
-        named[schema["name"]] = schema
-    out = []
-    for f in schema.get("fields", []):
-        k, nullable = kind(f["type"])
-        out.append(Field(f["name"], k, nullable, "default" in f))
-    return out
-
 
 def writer_fields(writer: Writer, decoder: Any = None) -> list[Field]:
     if writer.schema_type == "PROTOBUF":
@@ -140,38 +54,6 @@ class Codec(Protocol):
     def has(self, schema_id: int) -> bool: ...
     def decode(self, values: list[bytes]) -> tuple[list[int], list[tuple[int, str]],
                                                     list[pa.Array]]: ...
-
-
-class AvroCodec:
-    def __init__(self, columns: Sequence[Column]) -> None:
-        try:
-            import veltrix_codec
-        except ImportError as exc:
-            raise ConfigError(
-                "pipeline.format=avro needs the veltrix_codec extension (Rust), which is not "
-                "installed: run `make` in the project, or `pip install ./native`") from exc
-        self.columns = list(columns)
-        self._codec = veltrix_codec.AvroDecoder([(c.name, c.type, c.nullable) for c in columns])
-
-    def add_schema(self, writer: Writer) -> None:
-        self._codec.add_schema(writer.id, writer.text)
-
-    def has(self, schema_id: int) -> bool:
-        return bool(self._codec.has(schema_id))
-
-    def decode(self, values: list[bytes]) -> tuple[list[int], list[tuple[int, str]],
-                                                    list[pa.Array]]:
-        ok, errors, buffers = self._codec.decode(values)
-        n = len(ok)
-        arrays = []
-        for col, bufs in zip(self.columns, buffers, strict=True):
-            validity, offsets, data = bufs
-            parts = [None if validity is None else pa.py_buffer(validity)]
-            if offsets is not None:
-                parts.append(pa.py_buffer(offsets))
-            parts.append(pa.py_buffer(data))
-            arrays.append(pa.Array.from_buffers(_ARROW[col.type], n, parts))
-        return ok, errors, arrays
 
 
 class ProtobufCodec:
@@ -229,10 +111,11 @@ class RegistryDecoder:
     """Decoder for pipeline.format avro | protobuf; `decode` has the JSON Decoder's contract."""
 
     def __init__(self, columns: Sequence[Column], fmt: str, topic: str, *,
-                 evolution: str = "none", max_record_bytes: int = 1 << 20,
+                 side: str = "value", evolution: str = "none", max_record_bytes: int = 1 << 20,
                  codec_factory: Callable[[str, Sequence[Column]], Codec] = make_codec) -> None:
         self.fmt = fmt
         self.topic = topic
+        self.subject = subject_name(topic, side)  # where its writer schemas are registered
         self.evolution = evolution
         self.max_record_bytes = max_record_bytes
         self._factory = codec_factory
@@ -263,7 +146,7 @@ class RegistryDecoder:
     def plan(self, writer: Writer) -> Plan:
         try:
             fields = writer_fields(writer)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a schema the parsers cannot read, whatever they raise
             return Plan(refused=f"{writer.where()} cannot be read: {type(exc).__name__}: {exc}")
         have = {c.name for c in self.columns}
         if self.evolution != "add_columns":
@@ -320,7 +203,7 @@ class RegistryDecoder:
         for i, (v, sid) in enumerate(zip(values, ids, strict=True)):
             if v is None:
                 continue
-            why = self._framing(v, sid)
+            why = self._early_error(v, sid)
             if why is None and sid in self._refused:
                 p = fetched.partitions[i]
                 stopped.setdefault(p, f"partition {p} stopped at offset {fetched.offsets[i]}: "
@@ -337,10 +220,7 @@ class RegistryDecoder:
         bad += [fetched.dead_letter(todo[j], why, Reason.DECODE) for j, why in errors]
         bad.sort(key=lambda b: b.index)
         good = [todo[j] for j in ok]
-        meta = [[fetched.topic] * len(good)] + [
-            [column[i] for i in good] for column in
-            (fetched.partitions, fetched.offsets, fetched.keys, fetched.timestamps)]
-        arrays += [pa.array(m, f.type) for m, f in zip(meta, METADATA, strict=True)]
+        arrays += kafka_metadata(fetched, good)
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.full_schema)
         return Decoded(batch, bad, good, skipped, stopped)
 
@@ -348,114 +228,16 @@ class RegistryDecoder:
         """Every record framed with an admitted id: one codec call, no per-record Python."""
         ok, errors, arrays = self._codec.decode(fetched.values)  # type: ignore[arg-type]
         bad = [fetched.dead_letter(j, why, Reason.DECODE) for j, why in errors]
-        meta: list[Sequence[Any]]
-        if errors:
-            meta = [[fetched.topic] * len(ok)] + [
-                [column[i] for i in ok] for column in
-                (fetched.partitions, fetched.offsets, fetched.keys, fetched.timestamps)]
-        else:
-            meta = [[fetched.topic] * len(ok), fetched.partitions, fetched.offsets, fetched.keys,
-                    fetched.timestamps]
-        arrays += [pa.array(m, f.type) for m, f in zip(meta, METADATA, strict=True)]
+        arrays += kafka_metadata(fetched, ok if errors else None)
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.full_schema)
         return Decoded(batch, bad, ok if errors else None)
 
-    def _framing(self, value: bytes, sid: int) -> str | None:
+    def _early_error(self, value: bytes, sid: int) -> str | None:
+        """Why a record is a dead letter before the codec reads it (which names a value not in
+        the Confluent wire format)."""
         if len(value) > self.max_record_bytes:
             return (f"value of {len(value)} bytes exceeds pipeline.max_record_bytes="
                     f"{self.max_record_bytes}")
-        if sid == -1:
-            return (f"value of {len(value)} bytes is too short for the Confluent wire format "
-                    "(magic byte 0 and a 4-byte schema id)")
-        if sid == -2:
-            extra = (" (magic byte 1 - schema ids in record headers - is not supported yet)"
-                     if value[0] == 1 else "")
-            return (f"wrong magic byte {value[0]:#04x}: not the Confluent wire format "
-                    f"(pipeline.format={self.fmt}){extra}")
         if sid in self._unknown:
             return f"unknown schema id {sid}: the registry has no schema with this id"
         return None
-
-
-# -- keys ---------------------------------------------------------------------------------------
-
-class TextKeys:
-    """pipeline.key_format=string: the key's UTF-8 text in one column."""
-
-    def __init__(self, column: Column) -> None:
-        self.columns = [column]
-        self.schema = arrow_schema(self.columns)
-
-    def decode(self, fetched: Fetched) -> Decoded:
-        skipped = [i for i, k in enumerate(fetched.values) if k is None]
-        good = [i for i, k in enumerate(fetched.values) if k is not None]
-        raw = pa.array([fetched.values[i] for i in good], pa.binary())
-        bad: list[DeadLetter] = []
-        try:
-            text = raw.cast(pa.string())
-        except pa.ArrowInvalid:
-            ok = [j for j, k in enumerate(raw.to_pylist()) if _utf8(k)]
-            bad = [fetched.dead_letter(good[j], "not valid UTF-8", Reason.DECODE)
-                   for j in range(len(good)) if j not in set(ok)]
-            good = [good[j] for j in ok]
-            text = pa.array([fetched.values[i] for i in good], pa.binary()).cast(pa.string())
-        batch = pa.RecordBatch.from_arrays([text], schema=self.schema)
-        return Decoded(batch, bad, good, skipped)
-
-
-def _utf8(b: bytes) -> bool:
-    try:
-        b.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def keyed(fetched: Fetched) -> Fetched:
-    """`fetched` with its keys in place of its values (a key decoder reads them)."""
-    return Fetched(fetched.partitions, fetched.offsets, fetched.keys, fetched.keys,
-                   fetched.timestamps, dict(fetched.spans), fetched.topic)
-
-
-class KeyedDecoder:
-    """pipeline.key_format other than none: the value's columns and the key's; a record with a
-    bad key is a dead letter (`key: ...`; its value's error first when both are bad)."""
-
-    def __init__(self, values: Any, keys: Any) -> None:
-        self.values = values
-        self.keys = keys
-
-    @property
-    def schema(self) -> pa.Schema:
-        have = set(self.values.schema.names)
-        return pa.schema([*self.values.schema, *(f for f in self.keys.schema
-                                                  if f.name not in have)])
-
-    def decode(self, fetched: Fetched) -> Decoded:
-        v = self.values.decode(fetched)
-        k = self.keys.decode(keyed(fetched))
-        vgood = v.good if v.good is not None else list(range(v.batch.num_rows))
-        kgood = k.good if k.good is not None else list(range(k.batch.num_rows))
-        both = set(vgood) & set(kgood)
-        bad = {b.index: fetched.dead_letter(b.index, f"key: {b.error}", b.reason)
-               for b in k.bad}
-        for i in set(k.skipped) & set(vgood):
-            bad[i] = fetched.dead_letter(i, "key: no key (pipeline.key_format is not none)",
-                                         Reason.DECODE)
-        bad |= {b.index: b for b in v.bad}
-        vb = v.batch.filter(pa.array([i in both for i in vgood], pa.bool_()))
-        kb = k.batch.filter(pa.array([i in both for i in kgood], pa.bool_()))
-        names = [n for n in vb.schema.names if not n.startswith("_")]
-        arrays = [vb.column(n) for n in names]
-        fields = [vb.schema.field(n) for n in names]
-        for f in self.keys.schema:
-            if f.name not in names:
-                arrays.append(kb.column(f.name))
-                fields.append(f)
-        for f in METADATA:
-            arrays.append(vb.column(f.name))
-            fields.append(vb.schema.field(f.name))
-        batch = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
-        stopped = {**k.stopped, **v.stopped}
-        return Decoded(batch, sorted(bad.values(), key=lambda b: b.index),
-                       [i for i in vgood if i in both], v.skipped, stopped)

@@ -6,12 +6,15 @@ import datetime as dt
 import decimal
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import pyarrow as pa
 
 from veltrix_ray.errors import ConfigError
+
+if TYPE_CHECKING:
+    from veltrix_ray.contracts import Fetched
 
 _INT64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 _AWARE = Annotated[dt.datetime, msgspec.Meta(tz=True)]
@@ -95,3 +98,28 @@ METADATA = pa.schema([
     pa.field("_kafka_key", pa.binary()),
     pa.field("_kafka_timestamp", pa.timestamp("ms", tz="UTC")),
 ])
+
+
+def kafka_metadata(fetched: Fetched, good: Sequence[int] | None) -> list[pa.Array]:
+    """The METADATA columns of the records of `fetched` at positions `good` (None: all)."""
+    columns: list[Sequence[Any]] = [fetched.partitions, fetched.offsets, fetched.keys,
+                                    fetched.timestamps]
+    if good is not None:
+        columns = [[column[i] for i in good] for column in columns]
+    n = len(fetched.offsets) if good is None else len(good)
+    return [pa.array(m, f.type) for m, f in zip([[fetched.topic] * n, *columns], METADATA,
+                                                strict=True)]
+
+
+def from_buffers(types: Sequence[str], rows: int,
+                 buffers: Sequence[tuple[bytes | None, bytes | None, bytes]]) -> list[pa.Array]:
+    """Arrays of the given column types from the (validity, offsets, data) buffers
+    veltrix_codec's decoders hand back."""
+    arrays = []
+    for kind, (validity, offsets, data) in zip(types, buffers, strict=True):
+        parts = [None if validity is None else pa.py_buffer(validity)]
+        if offsets is not None:
+            parts.append(pa.py_buffer(offsets))
+        parts.append(pa.py_buffer(data))
+        arrays.append(pa.Array.from_buffers(TYPES[kind][0], rows, parts))
+    return arrays

@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from veltrix_ray.check.pipeline import launch_findings
 from veltrix_ray.config.mask import mask_text
 from veltrix_ray.config.ray_address import (
     JOIN_FIX,
@@ -31,7 +32,7 @@ from veltrix_ray.config.ray_address import (
     probe,
 )
 from veltrix_ray.config.schema import KafkaConfig, TopologyConfig, VeltrixConfig
-from veltrix_ray.config.validate import Finding, kafka_security_findings, static_findings
+from veltrix_ray.config.validate import Finding, kafka_security_findings
 from veltrix_ray.errors import ConfigError
 from veltrix_ray.runtime.assignment import assign
 from veltrix_ray.runtime.budget import MIB, Budget
@@ -55,7 +56,7 @@ Area = tuple[list[Finding], str | None]
 def run_checks(settings: VeltrixConfig) -> list[Finding]:
     """Static findings, then one problem list and one `ok` line per area that has no error."""
     registry = _registry(settings)  # first: avro/protobuf columns may come from it
-    findings = static_findings(settings)
+    findings = launch_findings(settings)
     oks: list[Finding] = []
     if not _errors(findings):
         oks.append(Finding("ok", "config", "types and values are valid"))
@@ -73,9 +74,10 @@ def run_checks(settings: VeltrixConfig) -> list[Finding]:
 def _registry(s: VeltrixConfig) -> Area | None:
     """Reachable, the value subject exists, its latest version fits the columns (and, with no
     pipeline.columns, gives them)."""
-    from veltrix_ray.batch.registry import REGISTRY_FORMATS, RegistryDecoder, Writer
+    from veltrix_ray.batch.registry import REGISTRY_FORMATS, RegistryDecoder, subject_name
     from veltrix_ray.batch.schema import columns_from_config
-    from veltrix_ray.registry.client import RegistryClient, RegistryError
+    from veltrix_ray.batch.writer import Writer
+    from veltrix_ray.registry.client import RegistryClient, RegistryError, RegistryUnavailable
     from veltrix_ray.runtime.schemas import resolve_columns
 
     p = s.pipeline
@@ -85,15 +87,16 @@ def _registry(s: VeltrixConfig) -> Area | None:
     try:
         resolve_columns(s)
     except ConfigError as exc:
-        key = "schema_registry.url" if "cannot be reached" in str(exc) else "pipeline.columns"
+        unreachable = isinstance(exc.__cause__, RegistryUnavailable)
+        key = "schema_registry.url" if unreachable else "pipeline.columns"
         return [Finding("error", key, str(exc))], None
-    subject = f"{s.kafka.topic}-value"
+    subject = subject_name(s.kafka.topic, "value")
     try:
         latest = RegistryClient.from_config(s.schema_registry).latest(subject)
     except RegistryError as exc:
         return [Finding("error", "kafka.topic", f"the registry has no subject {subject} "
                         f"({exc}): register the topic's value schema first")], None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any other failure of the registry names its URL
         return [Finding("error", "schema_registry.url", str(exc))], None
     writer = Writer(latest.schema.id, latest.schema.schema_type, latest.schema.text,
                     subject=subject, version=latest.version)
@@ -243,7 +246,7 @@ def _written_schema(s: VeltrixConfig) -> pa.Schema | None:
 
     try:
         return written(output_schema(s))
-    except Exception:  # reported by static_findings with its key
+    except Exception:  # noqa: BLE001 - reported by launch_findings with its key
         return None
 
 
@@ -329,7 +332,7 @@ def _capacity(topo: TopologyConfig) -> tuple[float, float, str, bool]:
     import ray
 
     if ray.is_initialized():  # the run uses this Ray too, whatever topology.address says
-        resources = ray.cluster_resources()
+        resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
         return (resources.get("CPU", 0.0), resources.get("memory", 0.0), "the connected Ray",
                 has_autoscaler())
     if is_local(topo.address):
@@ -352,7 +355,7 @@ def _ray(s: VeltrixConfig, partitions: int | None) -> Area:
         return [], None  # already static errors
     try:
         cpus, memory, where, autoscales = _capacity(topo)
-    except Exception as exc:  # any failure to join means the address is wrong
+    except Exception as exc:  # noqa: BLE001 - any failure to join means the address is wrong
         return [Finding("error", "topology.address",
                         f"cannot connect to Ray at {topo.address} ({type(exc).__name__}: "
                         f"{exc}): {JOIN_FIX}")], None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,6 +84,7 @@ def _explain(exc: Exception) -> str:
              and not line.strip().endswith("_schema")]
     if "Config search path:" in lines:
         lines = lines[:lines.index("Config search path:")]
+    lines = _item_keys(lines)
     full_key = getattr(cause, "full_key", None)
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and full_key and "." in full_key:
         parent = full_key.rsplit(".", 1)[0]
@@ -89,6 +93,32 @@ def _explain(exc: Exception) -> str:
             lines.append(f"Keys of {parent}: {', '.join(str(k) for k in node)} "
                          "(`veltrix-ray config show` prints the whole config).")
     return "\n".join(line for line in lines if line.strip())
+
+
+def _list_items(node: type, prefix: str = "") -> dict[str, str]:
+    """The structured configs that are list items, by class name, with their list's key:
+    {"ColumnConfig": "pipeline.columns[]"}."""
+    found: dict[str, str] = {}
+    for name, hint in typing.get_type_hints(node).items():
+        args = typing.get_args(hint)
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            found |= _list_items(hint, f"{prefix}{name}.")
+        elif (typing.get_origin(hint) is list and args and isinstance(args[0], type)
+              and dataclasses.is_dataclass(args[0])):
+            found[args[0].__name__] = f"{prefix}{name}[]"
+    return found
+
+
+def _item_keys(lines: list[str]) -> list[str]:
+    """OmegaConf names a list item's field alone (`full_key: type`): the whole key instead,
+    e.g. `full_key: pipeline.columns[].type`."""
+    owner = next((m.group(1) for line in lines if (m := re.search(r"object_type=(\w+)", line))),
+                 None)
+    items = _list_items(VeltrixConfig)
+    if owner not in items:
+        return lines
+    return [re.sub(r"^(\s*full_key: )(\w+)$", rf"\g<1>{items[owner]}.\2", line)
+            for line in lines]
 
 
 def to_settings(cfg: DictConfig) -> VeltrixConfig:

@@ -40,7 +40,7 @@ def has_autoscaler() -> bool:
         from ray.autoscaler.v2.utils import is_autoscaler_v2
 
         return bool(is_autoscaler_v2(fetch_from_server=True))
-    except Exception:  # a Ray without these internals: take it for a fixed cluster
+    except Exception:  # noqa: BLE001 - a Ray without these internals: take it for a fixed cluster
         return False
 
 

@@ -3,9 +3,93 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from omegaconf import MISSING
+
+
+class Choice(str, Enum):
+    """A closed choice of a config key: a bad value fails at compose time, naming the key and
+    the allowed values. A member is its value (it compares, hashes and prints as the string),
+    and its name is that value too, because OmegaConf reads YAML and overrides by name."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class SecurityProtocol(Choice):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(Choice):
+    PLAIN = "PLAIN"
+    # Kafka's names are no identifiers: set through the class namespace, still members
+    vars()["SCRAM-SHA-256"] = "SCRAM-SHA-256"
+    vars()["SCRAM-SHA-512"] = "SCRAM-SHA-512"
+
+
+class ColumnType(Choice):
+    """A column's type (veltrix_ray/batch/schema.py maps each to Arrow and PostgreSQL)."""
+
+    int64 = "int64"
+    float64 = "float64"
+    string = "string"
+    bool = "bool"
+    timestamp = "timestamp"
+    date = "date"
+    json = "json"
+    bytes = "bytes"
+    uuid = "uuid"
+    decimal = "decimal"
+
+
+class ColumnSource(Choice):
+    value = "value"
+    key = "key"
+
+
+class Mode(Choice):
+    append = "append"
+    upsert = "upsert"
+
+
+class Format(Choice):
+    json = "json"
+    avro = "avro"
+    protobuf = "protobuf"
+
+
+class KeyFormat(Choice):
+    none = "none"
+    string = "string"
+    json = "json"
+    avro = "avro"
+    protobuf = "protobuf"
+
+
+class SchemaEvolution(Choice):
+    none = "none"
+    add_columns = "add_columns"
+
+
+class OnTransformError(Choice):
+    dead_letter = "dead_letter"
+    stop = "stop"
+
+
+class Placement(Choice):
+    PACK = "PACK"
+    SPREAD = "SPREAD"
+
+
+class Until(Choice):
+    forever = "forever"
+    drained = "drained"
+
 
 
 @dataclass
@@ -24,11 +108,9 @@ class KafkaSslConfig:
     check_hostname: bool = True
 
 
-# the closed choices of kafka.security_protocol and kafka.sasl_mechanism
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-TLS_PROTOCOLS = ("SSL", "SASL_SSL")
-SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+TLS_PROTOCOLS = (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL)
+SASL_PROTOCOLS = (SecurityProtocol.SASL_PLAINTEXT, SecurityProtocol.SASL_SSL)
+SASL_MECHANISMS = tuple(m.value for m in SaslMechanism)
 
 
 @dataclass
@@ -38,10 +120,10 @@ class KafkaConfig:
     # where a partition starts when no offset is stored: earliest | latest | ISO-8601 timestamp
     start: str = "earliest"
     # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
-    security_protocol: str = "PLAINTEXT"
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
     ssl: KafkaSslConfig = field(default_factory=KafkaSslConfig)
     # with SASL_*: PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512; the credentials from the environment
-    sasl_mechanism: str | None = None
+    sasl_mechanism: SaslMechanism | None = None
     sasl_username: str | None = "${oc.env:VELTRIX_KAFKA_USERNAME,null}"
     sasl_password: str | None = "${oc.env:VELTRIX_KAFKA_PASSWORD,null}"
     fetch_wait_ms: int = 200
@@ -75,11 +157,10 @@ class PostgresConfig:
 @dataclass
 class ColumnConfig:
     name: str = MISSING
-    # int64 | float64 | string | bool | timestamp | date | json | bytes | uuid | decimal
-    type: str = MISSING
+    type: ColumnType = MISSING
     nullable: bool = True
     # value | key: which side of the record the field is read from (key: pipeline.key_format)
-    source: str = "value"
+    source: ColumnSource = ColumnSource.value
 
 
 @dataclass
@@ -96,22 +177,22 @@ class PipelineConfig:
     name: str = MISSING
     table: str = MISSING
     # append | upsert
-    mode: str = "append"
+    mode: Mode = Mode.append
     # the record values: json | avro | protobuf (avro and protobuf: Confluent wire format, schemas
     # from schema_registry; pipeline.columns then optional: derived from <topic>-value's latest)
-    format: str = "json"
+    format: Format = Format.json
     # the record keys: none (kept as bytes in _kafka_key) | string | json | avro | protobuf;
     # a decoded key's fields become columns (a scalar key: the column named by pipeline.key)
-    key_format: str = "none"
+    key_format: KeyFormat = KeyFormat.none
     # none: fields a table lacks are not written | add_columns: a new nullable or defaulted
     # field becomes a column (ALTER TABLE ... ADD COLUMN) before the batch that first holds it
-    schema_evolution: str = "none"
+    schema_evolution: SchemaEvolution = SchemaEvolution.none
     key: list[str] = field(default_factory=list)
     columns: list[ColumnConfig] = field(default_factory=list)
     # Hydra `_target_` nodes: callables RecordBatch -> RecordBatch (or factories of them)
     transforms: list[Any] = field(default_factory=list)
     # dead_letter | stop
-    on_transform_error: str = "dead_letter"
+    on_transform_error: OnTransformError = OnTransformError.dead_letter
     max_record_bytes: int = 131_072
     dead_letters: DeadLetterConfig = field(default_factory=DeadLetterConfig)
 
@@ -183,7 +264,7 @@ class TopologyConfig:
     num_cpus: float = 0.5
     memory_mb: int = 768
     # PACK | SPREAD (SPREAD puts workers on different nodes: a node's loss costs few partitions)
-    placement: str = "PACK"
+    placement: Placement = Placement.PACK
     # crashes of one partition set's worker within restart_window_s before the run fails
     # (a worker that waits for an unreachable service does not count in a `forever` run)
     max_restarts: int = 5
@@ -221,5 +302,5 @@ class VeltrixConfig:
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     # forever | drained
-    until: str = "forever"
+    until: Until = Until.forever
     progress_interval_s: float = 1.0

@@ -1,4 +1,5 @@
-"""Static validation of a config (no network): every finding names the key to change."""
+"""Static validation of a config (no network, no other layer): every finding names the key to
+change. What needs the transforms is in veltrix_ray/check/pipeline.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from veltrix_ray.config.ray_address import address_problem, is_local
 from veltrix_ray.config.schema import (
     SASL_MECHANISMS,
     SASL_PROTOCOLS,
-    SECURITY_PROTOCOLS,
     TLS_PROTOCOLS,
     KafkaConfig,
     TopologyConfig,
@@ -29,22 +29,14 @@ class Finding:
         return f"{self.level:7} {self.key}: {self.message}"
 
 
-def _choice(findings: list[Finding], key: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        findings.append(Finding("error", key, f"{value!r} is not one of {', '.join(allowed)}"))
-
-
 def kafka_security_findings(k: KafkaConfig) -> list[Finding]:
     """kafka.security_protocol, kafka.sasl_* and kafka.ssl.* fit together."""
     f: list[Finding] = []
-    _choice(f, "kafka.security_protocol", k.security_protocol, SECURITY_PROTOCOLS)
     if k.security_protocol in SASL_PROTOCOLS:
         if k.sasl_mechanism is None:
             f.append(Finding("error", "kafka.sasl_mechanism",
                              f"kafka.security_protocol={k.security_protocol} needs a mechanism: "
                              f"one of {', '.join(SASL_MECHANISMS)}"))
-        else:
-            _choice(f, "kafka.sasl_mechanism", k.sasl_mechanism, SASL_MECHANISMS)
         for key, env in (("kafka.sasl_username", "$VELTRIX_KAFKA_USERNAME"),
                          ("kafka.sasl_password", "$VELTRIX_KAFKA_PASSWORD")):
             if not getattr(k, key.removeprefix("kafka.")):
@@ -131,10 +123,6 @@ REGISTRY_FORMATS = ("avro", "protobuf")
 def format_findings(s: VeltrixConfig) -> list[Finding]:
     p = s.pipeline
     f: list[Finding] = []
-    _choice(f, "pipeline.format", p.format, ("json", *REGISTRY_FORMATS))
-    _choice(f, "pipeline.key_format", p.key_format,
-            ("none", "string", "json", *REGISTRY_FORMATS))
-    _choice(f, "pipeline.schema_evolution", p.schema_evolution, ("none", "add_columns"))
     registry = [k for k, v in (("pipeline.format", p.format), ("pipeline.key_format",
                                                                   p.key_format))
                 if v in REGISTRY_FORMATS]
@@ -153,8 +141,7 @@ def format_findings(s: VeltrixConfig) -> list[Finding]:
         f.append(Finding("warning", "pipeline.schema_evolution",
                          "add_columns follows a registry's schemas: it has no effect with "
                          f"pipeline.format={p.format}"))
-    for i, c in enumerate(p.columns):
-        _choice(f, f"pipeline.columns[{i}].source", c.source, ("value", "key"))
+    for c in p.columns:
         if c.source == "key" and p.key_format == "none":
             f.append(Finding("error", "pipeline.key_format",
                              f"none, but column {c.name!r} is read from the key (source: key): "
@@ -169,15 +156,8 @@ def format_findings(s: VeltrixConfig) -> list[Finding]:
 
 
 def static_findings(s: VeltrixConfig) -> list[Finding]:
-    from veltrix_ray.contracts import written
-    from veltrix_ray.transform import output_schema
-
+    """Findings from the config alone (what the transforms write: check.pipeline)."""
     f: list[Finding] = kafka_security_findings(s.kafka) + autoscale_findings(s.topology)
-    _choice(f, "until", s.until, ("forever", "drained"))
-    _choice(f, "pipeline.mode", s.pipeline.mode, ("append", "upsert"))
-    _choice(f, "pipeline.on_transform_error", s.pipeline.on_transform_error,
-            ("dead_letter", "stop"))
-    _choice(f, "topology.placement", s.topology.placement, ("PACK", "SPREAD"))
     address = address_problem(s.topology.address)
     if address is not None:
         f.append(Finding("error", "topology.address", address))
@@ -229,35 +209,4 @@ def static_findings(s: VeltrixConfig) -> list[Finding]:
         parse_start(s.kafka.start)
     except ConfigError as exc:
         f.append(Finding("error", "kafka.start", str(exc)))
-    f += memory_findings(s)
-    f += format_findings(s)
-    if not s.pipeline.columns:
-        return f  # avro/protobuf: the columns come from the registry at launch (checked then)
-    try:
-        schema = written(output_schema(s))
-    except ConfigError as exc:
-        f.append(Finding("error", "pipeline", str(exc)))
-        return f
-    except Exception as exc:  # a user transform that fails on an empty batch
-        f.append(Finding("error", "pipeline.transforms",
-                         f"the transform chain fails on an empty batch: {type(exc).__name__}: "
-                         f"{exc}"))
-        return f
-    if not schema.names:
-        f.append(Finding("error", "pipeline.transforms", "no column is left to write"))
-    if s.pipeline.mode == "upsert" and not s.pipeline.key:
-        f.append(Finding("error", "pipeline.key", "upsert needs the key columns, e.g. "
-                         "pipeline.key=[user_id]"))
-    for k in s.pipeline.key:
-        if k not in schema.names:
-            f.append(Finding("error", "pipeline.key", f"{k!r} is not a written column "
-                             f"({', '.join(schema.names)})"))
-    if s.pipeline.mode == "append" and s.pipeline.key:
-        f.append(Finding("warning", "pipeline.key", "is ignored in append mode"))
-    return f
-
-
-def validate(s: VeltrixConfig) -> None:
-    errors = [x for x in static_findings(s) if x.level == "error"]
-    if errors:
-        raise ConfigError("Invalid configuration:\n  " + "\n  ".join(map(str, errors)))
+    return f + memory_findings(s) + format_findings(s)

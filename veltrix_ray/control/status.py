@@ -44,7 +44,7 @@ def collect(settings: VeltrixConfig) -> dict[str, Any]:
     kafka_error = None
     try:
         count, (begins, ends) = asyncio.run(offsets_at(s.kafka, ["earliest", "latest"]))
-    except Exception as exc:  # status still shows what PostgreSQL knows
+    except Exception as exc:  # noqa: BLE001 - status still shows what PostgreSQL knows
         count, begins, ends = 0, {}, {}
         kafka_error = f"{type(exc).__name__}: {exc}"
     report: dict[str, Any] = (row.status if row is not None and live else {}) or {}

@@ -79,7 +79,7 @@ class Steering:
             beat, self._beat = self._beat, None
             try:
                 requests = beat.result()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the next heartbeat tries again
                 if not self._failing:
                     log.warning("control plane: heartbeat failed (%s); `veltrix-ray status` "
                                 "may show this pipeline as not running until it succeeds", exc)
@@ -122,7 +122,7 @@ class Steering:
             move = await coord.rescale(workers)
             outcome: dict[str, Any] = {"request_id": request_id, "workers": move["workers"],
                                        "moved": move["moved"], "sets": move["sets"]}
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the request's outcome says why; the run goes on
             log.warning("control plane: rescale to %d workers failed: %s", workers, exc)
             outcome = {"request_id": request_id, "workers": workers,
                        "error": f"{type(exc).__name__}: {exc}"}
@@ -131,7 +131,7 @@ class Steering:
         try:
             await asyncio.to_thread(self.plane.applied, request_id, self._status(coord),
                                     self.owner)
-        except Exception as exc:  # the next heartbeat acknowledges it
+        except Exception as exc:  # noqa: BLE001 - the next heartbeat acknowledges it
             log.warning("control plane: acknowledging request %d failed: %s", request_id, exc)
         finally:
             self._rescale = None
@@ -144,6 +144,6 @@ class Steering:
         try:
             status = self._status(coord)
             await asyncio.to_thread(self.plane.finish, status, self.owner)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the run has ended either way
             log.warning("control plane: could not mark the run finished (%s); `veltrix-ray "
                         "status` shows it as running until its heartbeat ages out", exc)

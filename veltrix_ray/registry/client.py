@@ -123,6 +123,12 @@ class RegistryClient:
         """level: NONE | BACKWARD | FORWARD | FULL (| *_TRANSITIVE)."""
         self._call("PUT", f"/config/{_seg(subject)}", {"compatibility": level})
 
+    def versions_of(self, schema_id: int) -> list[tuple[str, int]]:
+        """The (subject, version) pairs that hold schema `schema_id`."""
+        reply = self._call("GET", f"/schemas/ids/{int(schema_id)}/versions")
+        return [(str(sv["subject"]), int(sv["version"])) for sv in reply or ()
+                if isinstance(sv, dict) and "subject" in sv and "version" in sv]
+
     def subjects(self) -> list[str]:
         return [str(s) for s in self._call("GET", "/subjects")]
 

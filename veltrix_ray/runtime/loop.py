@@ -15,16 +15,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from veltrix_ray.batch import Decoder, columns_from_config
-from veltrix_ray.batch.registry import (
-    REGISTRY_FORMATS,
-    KeyedDecoder,
-    RegistryDecoder,
-    TextKeys,
-    Writer,
-    keyed,
-)
-from veltrix_ray.batch.schema import Column, arrow_field
+from veltrix_ray.batch.make import make_decoder
+from veltrix_ray.batch.registry import RegistryDecoder
+from veltrix_ray.batch.schema import arrow_field
+from veltrix_ray.batch.writer import Writer
 from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.contracts import (
     Advance,
@@ -47,41 +41,6 @@ log = logging.getLogger(__name__)
 FIRST_FETCH_RECORDS = 10
 
 
-Registries = list[tuple[RegistryDecoder, Callable[[Fetched], Fetched]]]
-
-
-def make_decoder(s: VeltrixConfig) -> tuple[Decoder | RegistryDecoder | KeyedDecoder,
-                                             Registries]:
-    """The decoder pipeline.format and key_format ask for, and its registry-backed sides
-    (each with how it sees a fetch: values, or keys as values)."""
-    p = s.pipeline
-    value_cols = columns_from_config([c for c in p.columns if c.source != "key"])
-    key_cols = [Column(str(c.name), str(c.type), bool(c.nullable)) for c in p.columns
-                if c.source == "key"]
-    registries: Registries = []
-    values: Decoder | RegistryDecoder
-    if p.format in REGISTRY_FORMATS:
-        values = RegistryDecoder(value_cols, p.format, s.kafka.topic,
-                                 evolution=p.schema_evolution,
-                                 max_record_bytes=p.max_record_bytes)
-        registries.append((values, lambda f: f))
-    else:
-        values = Decoder(value_cols, p.max_record_bytes)
-    if p.key_format == "none":
-        return values, registries
-    keys: Decoder | RegistryDecoder | TextKeys
-    if p.key_format == "string":
-        keys = TextKeys(key_cols[0] if key_cols else Column(p.key[0] if p.key else "key",
-                                                            "string"))
-    elif p.key_format == "json":
-        keys = Decoder(columns_from_config(key_cols), p.max_record_bytes)
-    else:
-        keys = RegistryDecoder(key_cols, p.key_format, s.kafka.topic,
-                               max_record_bytes=p.max_record_bytes)
-        registries.append((keys, keyed))
-    return KeyedDecoder(values, keys), registries
-
-
 @dataclass
 class _Booked:
     """What a submitted batch adds to the partitions' counters once it commits."""
@@ -99,7 +58,7 @@ class WorkerLoop:
                  sink: OffsetSink, stopped: Mapping[int, str] | None = None,
                  watchdog: Watchdog | None = None,
                  on_commit: Callable[[Committed[Any]], None] | None = None,
-                 schemas: Callable[[int], Writer | None] | None = None) -> None:
+                 schemas: Callable[[int, str], Writer | None] | None = None) -> None:
         s = settings
         self.settings = settings
         self.name = name
@@ -114,7 +73,7 @@ class WorkerLoop:
         decoder, self.registries = make_decoder(s)
         if self.registries and schemas is None:
             from veltrix_ray.runtime.schemas import RegistrySchemas
-            schemas = RegistrySchemas(s)
+            schemas = RegistrySchemas.from_config(s)
         self.schemas = schemas
         self.step = Step(name, decoder, build_chain(s.pipeline.transforms), output_schema,
                          s.pipeline.on_transform_error)
@@ -228,7 +187,7 @@ class WorkerLoop:
 
     async def _learn_schemas(self, fetched: Fetched, decoder: RegistryDecoder) -> None:
         for sid in decoder.missing(fetched):
-            writer = await self._writer(sid, fetched)
+            writer = await self._writer(sid, decoder.subject, fetched)
             if writer is None:
                 log.warning("%s: schema id %d is not in the registry: its records are dead "
                             "letters", self.name, sid)
@@ -244,7 +203,7 @@ class WorkerLoop:
                 self._reshape()
             decoder.admit(writer)
 
-    async def _writer(self, sid: int, fetched: Fetched) -> Writer | None:
+    async def _writer(self, sid: int, subject: str, fetched: Fetched) -> Writer | None:
         """The writer schema `sid`; while the registry cannot be reached, wait (the records
         wait with it: nothing is dead-lettered for an outage)."""
         from veltrix_ray.registry.client import RegistryUnavailable
@@ -252,7 +211,7 @@ class WorkerLoop:
         delay, waited, said = 0.2, 0.0, -30.0
         while True:
             try:
-                return await asyncio.to_thread(self.schemas, sid)
+                return await asyncio.to_thread(self.schemas, sid, subject)
             except RegistryUnavailable as exc:
                 if waited - said >= 30:  # say it now and then, not at every try
                     where = ", ".join(f"{p}@{fetched.offsets[first]}"

@@ -15,10 +15,10 @@ from omegaconf import DictConfig
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from veltrix_ray import errors
+from veltrix_ray.check.pipeline import validate
 from veltrix_ray.config import load_config, to_settings
 from veltrix_ray.config.ray_address import JOIN_FIX, LOCAL, is_local, probe
 from veltrix_ray.config.schema import TopologyConfig, VeltrixConfig
-from veltrix_ray.config.validate import validate
 from veltrix_ray.local.procs import port_is_free
 from veltrix_ray.local.ray_head import RayHead
 from veltrix_ray.runtime.coordinator import (
@@ -32,7 +32,6 @@ from veltrix_ray.runtime.summary import RunSummary
 log = logging.getLogger(__name__)
 _CLUSTERS_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _AUTH_MODE_ENV = "RAY_AUTH_MODE"
-_warned_metrics_port = False
 
 
 def init_private_ray(**options: Any) -> bool:
@@ -74,7 +73,7 @@ def _wait_gone(pipeline: str, timeout_s: float = 10.0) -> None:
     while True:
         try:
             named = ray.util.list_named_actors(all_namespaces=True)
-        except Exception as exc:  # Ray itself is gone: so are the actors
+        except Exception as exc:  # noqa: BLE001 - Ray itself is gone: so are the actors
             log.debug("listing named actors: %s", exc)
             return
         left = sorted(a["name"] for a in named
@@ -96,16 +95,31 @@ def _say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def refuse_metrics_port(head: RayHead, topo: TopologyConfig) -> None:
+    """An explicit topology.metrics_port takes effect or stops the run: attached to the local
+    stack's head, metrics go where the head exports them, so any other port would stay
+    silent while the user believes metrics are on."""
+    port = topo.metrics_port
+    if port is None or port == head.metrics_port:
+        return
+    if head.metrics_port:
+        fix = (f"exports metrics on 127.0.0.1:{head.metrics_port}, where the stack's Prometheus "
+               f"scrapes: set topology.metrics_port={head.metrics_port} (or null)")
+    else:
+        fix = ("was started without --with-prometheus and exports no metrics: for metrics, "
+               "restart the stack with `veltrix-ray local down && veltrix-ray local up "
+               "--with-prometheus` and `eval \"$(veltrix-ray local env)\"` (runs then export "
+               "where its Prometheus scrapes); for none, set topology.metrics_port=null")
+    raise errors.ConfigError(
+        f"topology.metrics_port={port} cannot take effect: the run attaches to the local "
+        f"stack's Ray head at {head.address}, which {fix}; for a private Ray exporting on "
+        f"{port}, unset VELTRIX_RAY_ADDRESS")
+
+
 def _attach_to_stack(head: RayHead, topo: TopologyConfig) -> None:
     from veltrix_ray.local.ray_head import loopback, use_token
 
-    global _warned_metrics_port
-    if topo.metrics_port not in (None, head.metrics_port) and not _warned_metrics_port:
-        _warned_metrics_port = True
-        where = (f"exports on 127.0.0.1:{head.metrics_port}" if head.metrics_port
-                 else "was started without --with-prometheus")
-        log.warning("topology.metrics_port=%s does not apply to the local stack's Ray head "
-                    "(it %s)", topo.metrics_port, where)
+    refuse_metrics_port(head, topo)
     use_token(head)
     try:
         with loopback():

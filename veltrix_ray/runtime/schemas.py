@@ -3,44 +3,50 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from veltrix_ray.batch.registry import Writer
-from veltrix_ray.config.schema import VeltrixConfig
+from veltrix_ray.batch.registry import subject_name
+from veltrix_ray.batch.writer import Writer
+from veltrix_ray.config.schema import ColumnSource, ColumnType, VeltrixConfig
+
+if TYPE_CHECKING:
+    from veltrix_ray.registry.client import RegistryClient
 
 
 class RegistrySchemas:
-    """`schemas(id)` -> the Writer, None when the registry has no such id; raises the client's
-    RegistryUnavailable while it cannot be reached (the caller waits)."""
+    """`schemas(id, subject)` -> the Writer, None when the registry has no such id; raises the
+    client's RegistryUnavailable while it cannot be reached (the caller waits). `subject` is
+    the side's (`<topic>-value` or `<topic>-key`): it names the schema in messages."""
 
-    def __init__(self, settings: VeltrixConfig) -> None:
+    def __init__(self, client: RegistryClient) -> None:
+        self.client = client
+
+    @classmethod
+    def from_config(cls, settings: VeltrixConfig) -> RegistrySchemas:
         from veltrix_ray.registry.client import RegistryClient
-        self.client = RegistryClient.from_config(settings.schema_registry)
-        self.subject = f"{settings.kafka.topic}-value"
+        return cls(RegistryClient.from_config(settings.schema_registry))
 
-    def __call__(self, schema_id: int) -> Writer | None:
+    def __call__(self, schema_id: int, subject: str) -> Writer | None:
         from veltrix_ray.registry.client import SchemaNotFound
         try:
             schema = self.client.schema(schema_id)
         except SchemaNotFound:
             return None
         refs = {r["name"]: self._reference(r) for r in schema.references}
-        return Writer(schema.id, schema.schema_type, schema.text, refs, self.subject,
-                      self._version(schema_id))
+        return Writer(schema.id, schema.schema_type, schema.text, refs, subject,
+                      self._version(schema_id, subject))
 
     def _reference(self, ref: dict[str, Any]) -> str:
         return str(self.client.version(ref["subject"], int(ref["version"])).schema.text)
 
-    def _version(self, schema_id: int) -> int | None:
-        """The version of the value subject with this id (for messages), if the registry
-        says."""
+    def _version(self, schema_id: int, subject: str) -> int | None:
+        """The version of `subject` with this id (for messages), if the registry says."""
+        from veltrix_ray.registry.client import RegistryError, RegistryUnavailable
         try:
-            for sv in self.client._call("GET", f"/schemas/ids/{schema_id}/versions"):
-                if sv.get("subject") == self.subject:
-                    return int(sv["version"])
-        except Exception:  # only a message's detail
+            versions = self.client.versions_of(schema_id)
+        except (RegistryError, RegistryUnavailable):  # only a message's detail
             return None
-        return None
+        return next((v for s, v in versions if s == subject), None)
 
 
 def resolve_columns(settings: VeltrixConfig) -> None:
@@ -59,7 +65,8 @@ def resolve_columns(settings: VeltrixConfig) -> None:
         p.columns += [c for c in _columns(settings, "key", p.key_format, key)
                       if c.name not in have]
     elif p.key_format == "string" and p.columns:
-        p.columns.append(ColumnConfig(p.key[0] if p.key else "key", "string", False, "key"))
+        p.columns.append(ColumnConfig(p.key[0] if p.key else "key", ColumnType.string, False,
+                                      ColumnSource.key))
 
 
 def _columns(settings: VeltrixConfig, side: str, fmt: str, key: Sequence[str]) -> list[Any]:
@@ -67,7 +74,7 @@ def _columns(settings: VeltrixConfig, side: str, fmt: str, key: Sequence[str]) -
     from veltrix_ray.config.schema import ColumnConfig
     from veltrix_ray.errors import ConfigError
     from veltrix_ray.registry.client import RegistryClient, RegistryError, RegistryUnavailable
-    subject = f"{settings.kafka.topic}-{side}"
+    subject = subject_name(settings.kafka.topic, side)
     client = RegistryClient.from_config(settings.schema_registry)
     try:
         latest = client.latest(subject)
@@ -90,5 +97,5 @@ def _columns(settings: VeltrixConfig, side: str, fmt: str, key: Sequence[str]) -
         which = "key_format" if side == "key" else "format"
         raise ConfigError(f"pipeline.{which}={fmt}: {writer.where()} cannot be read: "
                           f"{type(exc).__name__}: {exc}") from exc
-    return [ColumnConfig(c.name, c.type, c.nullable, side)
+    return [ColumnConfig(c.name, ColumnType(c.type), c.nullable, ColumnSource(side))
             for c in columns_of(fields, key)]

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from veltrix_ray.batch import Decoder
-from veltrix_ray.batch.registry import KeyedDecoder, RegistryDecoder
+from veltrix_ray.batch.contract import RecordDecoder
 from veltrix_ray.contracts import Advance, DeadLetter, Fetched, Reason, WriteBatch
 from veltrix_ray.errors import TransformError
 from veltrix_ray.runtime.state import PartitionState
@@ -30,7 +29,7 @@ class StepResult:
 
 
 class Step:
-    def __init__(self, worker: str, decoder: Decoder | RegistryDecoder | KeyedDecoder,
+    def __init__(self, worker: str, decoder: RecordDecoder,
                  chain: Chain, output_schema: pa.Schema,
                  on_transform_error: str = "dead_letter") -> None:
         self.worker = worker

@@ -37,7 +37,7 @@ class RunSummary:
         return cls(report["pipeline"], report["topic"], report["elapsed_s"],
                    {int(p): v for p, v in report["partitions"].items()}, report["workers"],
                    report.get("latencies", []),
-                   [tuple(e) for e in report["errors"]],  # type: ignore[misc]
+                   [(str(kind), str(message)) for kind, message in report["errors"]],
                    report.get("processing_s", 0.0), report.get("moves", []),
                    report.get("waiting"))
 

@@ -51,9 +51,6 @@ class PartitionWorker:
 
     # -- called by the coordinator -------------------------------------------------------------
 
-    def pid(self) -> int:
-        return os.getpid()
-
     async def ready(self) -> dict[str, Any]:
         """Returns once the worker can take partitions (its Kafka client is connected):
         where it runs and its status ("running" when ready)."""

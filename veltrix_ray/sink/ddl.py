@@ -29,7 +29,7 @@ def pg_type(field: pa.Field) -> str:
     if field.metadata and field.metadata.get(JSON_FIELD):
         return "jsonb"
     if field.metadata and field.metadata.get(PG_TYPE_FIELD):
-        return field.metadata[PG_TYPE_FIELD].decode()
+        return str(field.metadata[PG_TYPE_FIELD].decode())
     if pa.types.is_timestamp(field.type):
         return "timestamp with time zone"
     for arrow, pg, _ in _PG:

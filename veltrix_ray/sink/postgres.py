@@ -76,9 +76,6 @@ class PostgresSink:
     def _upsert_key(self) -> list[str]:
         return self.key if self.mode == "upsert" else []
 
-    def _conninfo(self) -> str:
-        return self.db.conninfo()
-
     def close(self) -> None:
         self.db.close()
 

@@ -26,7 +26,8 @@ from veltrix_ray.contracts import written
 from veltrix_ray.sink.binary import BinaryPlan, NotEncodable, choose
 from veltrix_ray.sink.introspect import columns
 
-# benchmarks/pipeline.py measures the previous path: VELTRIX_COPY_FORMAT=csv forces CSV COPY
+# benchmark-only, not a setting (no pipeline wants the slower path, so no config key):
+# benchmarks/pipeline.py measures the previous path with VELTRIX_COPY_FORMAT=csv (CSV COPY)
 _FORCE_CSV = os.environ.get("VELTRIX_COPY_FORMAT") == "csv"
 
 log = logging.getLogger(__name__)

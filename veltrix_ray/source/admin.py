@@ -45,6 +45,7 @@ async def _admin(bootstrap: str, timeout_s: float,
 
 async def _describe(client: AIOKafkaAdminClient, topic: str) -> dict[str, Any] | None:
     """The topic's metadata entry, or None when the cluster does not know it."""
+    entry: dict[str, Any]
     for entry in await client.describe_topics():
         if entry["topic"] == topic and entry["error_code"] == 0:
             return entry

@@ -79,7 +79,7 @@ async def start_offsets(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition
     ends = dict(await consumer.end_offsets(list(tps)))
     if where == "latest":
         return ends
-    found = await consumer.offsets_for_times({tp: where for tp in tps})
+    found = await consumer.offsets_for_times(dict.fromkeys(tps, where))
     return {tp: (found[tp].offset if found.get(tp) is not None else ends[tp]) for tp in tps}
 
 
@@ -94,7 +94,8 @@ class KafkaSource:
         self.consumer = consumer
         self._tps: dict[int, TopicPartition] = {}
         self._paused: set[TopicPartition] = set()
-        # benchmarks/pipeline.py measures the previous path: VELTRIX_RECORD_PATH=getmany
+        # benchmark-only, not a setting (no pipeline wants the slower path, so no config key):
+        # benchmarks/pipeline.py measures the previous path with VELTRIX_RECORD_PATH=getmany
         lean = lean and os.environ.get("VELTRIX_RECORD_PATH") != "getmany"
         self._lean = lean_reader(consumer) if lean else None
 

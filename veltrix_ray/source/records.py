@@ -248,7 +248,7 @@ class LeanReader:
         batches = pr.__dict__.get("_veltrix_batches")
         if batches is None:
             batches = pr._veltrix_batches = _Batches(pr)
-        n = batches.take(cap, out)
+        n: int = batches.take(cap, out)
         result._update_position()
         if batches.done:
             result._partition_records = None

@@ -77,6 +77,7 @@ def ssl_context(cfg: KafkaSslConfig) -> ssl.SSLContext:
     except ssl.SSLError as exc:
         raise _unloadable(cfg, exc, encrypted) from None
     context.check_hostname = cfg.check_hostname
+    assert isinstance(context, ssl.SSLContext)  # aiokafka's helper is untyped
     return context
 
 

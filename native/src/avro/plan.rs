@@ -1,10 +1,12 @@
 //! A writer schema compiled against the columns: per top-level field, the operation that
 //! reads it into its column (or skips it), chosen once so decoding is a flat loop.
 
+use super::json;
+use super::reader::Reader;
+use super::schema::{Logical, Node, NodeId, Schema};
 use crate::columns::{Column, Kind};
-use crate::json;
-use crate::reader::{DErr, Reader};
-use crate::schema::{Logical, Node, NodeId, Schema};
+use crate::error::DErr;
+use crate::text;
 
 #[derive(Debug)]
 pub enum Op {
@@ -183,7 +185,7 @@ fn exec(op: &Op, s: &Schema, r: &mut Reader, c: &mut Column) -> Result<(), DErr>
         Op::F64FromDouble => c.f64(f64::from_le_bytes(r.fixed()?)),
         Op::Str => {
             let b = r.bytes()?;
-            json::utf8(b)?;
+            text::utf8(b)?;
             if b.contains(&0) {
                 return Err(DErr::Nul);
             }
@@ -222,7 +224,7 @@ fn exec(op: &Op, s: &Schema, r: &mut Reader, c: &mut Column) -> Result<(), DErr>
         }
         Op::UuidStr => {
             let b = r.bytes()?;
-            if !json::is_uuid(b) {
+            if !text::is_uuid(b) {
                 return Err(DErr::NotUuid);
             }
             c.data.extend_from_slice(b);
@@ -230,17 +232,17 @@ fn exec(op: &Op, s: &Schema, r: &mut Reader, c: &mut Column) -> Result<(), DErr>
         }
         Op::UuidFixed => {
             let b = r.take(16)?;
-            json::write_uuid(&mut c.data, b);
+            text::write_uuid(&mut c.data, b);
             c.end_value()?;
         }
         Op::DecimalBytes(scale) => {
             let b = r.bytes()?;
-            json::write_decimal(&mut c.data, b, *scale)?;
+            text::write_decimal(&mut c.data, b, *scale)?;
             c.end_value()?;
         }
         Op::DecimalFixed(n, scale) => {
             let b = r.take(*n)?;
-            json::write_decimal(&mut c.data, b, *scale)?;
+            text::write_decimal(&mut c.data, b, *scale)?;
             c.end_value()?;
         }
         Op::Json(id) => {

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import cast
+from typing import Any, cast
 
 import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from veltrix_ray.batch.schema import METADATA, Column, arrow_schema, decoding_type
+from veltrix_ray.batch.contract import Decoded
+from veltrix_ray.batch.native import codec
+from veltrix_ray.batch.schema import (
+    METADATA,
+    Column,
+    arrow_schema,
+    decoding_type,
+    from_buffers,
+    kafka_metadata,
+)
 from veltrix_ray.contracts import DeadLetter, Fetched, Reason
 
 _BOM = b"\xef\xbb\xbf"
@@ -35,29 +43,20 @@ def utf8_error(data: bytes) -> str | None:
     return None
 
 
-@dataclass
-class Decoded:
-    batch: pa.RecordBatch  # the good rows: schema columns + Kafka metadata columns
-    bad: list[DeadLetter] = field(default_factory=list)  # in fetch order
-    good: list[int] | None = None  # fetch positions of the batch's rows (None: all of them)
-    # fetch positions of tombstones (records with a null value): not events, so neither rows
-    # nor dead letters; their offsets are consumed all the same
-    skipped: list[int] = field(default_factory=list)
-    # partitions whose records cannot be decoded at all (a writer schema the columns cannot
-    # follow) -> why: they stop, and nothing of theirs in this fetch commits
-    stopped: dict[int, str] = field(default_factory=dict)
-
-
 class Decoder:
-    """Decodes a whole fetch in one C call (msgspec); only a failing fetch is split up.
+    """Decodes a whole fetch in one call of veltrix_codec's JsonDecoder (Rust, no GIL), which
+    takes the records it can decode exactly as msgspec would and leaves every other one to
+    the Python path below, record by record: that path gives all verdicts.
 
-    The fetch's values are joined into one JSON array. Its elements are first read as
-    msgspec.Raw spans: the fetch is decoded at once only if each element is exactly one record's
-    bytes (same count, same lengths; as the array has no room left for whitespace, the spans
-    then coincide with the records). Anything else - a record holding two values, a value split
-    over two records, whitespace or a BOM around a value - is decoded record by record.
-    Values PostgreSQL would reject (NUL characters, `null` JSON in a non-nullable column) are
-    dead-lettered here, with the column named, rather than at the sink."""
+    Without the codec (not built, or VELTRIX_NO_CODEC=1) one msgspec call decodes the whole
+    fetch; only a failing fetch is split up. The fetch's values are joined into one JSON
+    array. Its elements are first read as msgspec.Raw spans: the fetch is decoded at once only
+    if each element is exactly one record's bytes (same count, same lengths; as the array has
+    no room left for whitespace, the spans then coincide with the records). Anything else - a
+    record holding two values, a value split over two records, whitespace or a BOM around a
+    value - is decoded record by record. Values PostgreSQL would reject (NUL characters, `null`
+    JSON in a non-nullable column) are dead-lettered here, with the column named, rather than
+    at the sink."""
 
     def __init__(self, columns: Sequence[Column], max_record_bytes: int) -> None:
         self.columns = list(columns)
@@ -73,8 +72,16 @@ class Decoder:
         self._lenient = msgspec.json.Decoder(
             decoding_type(self.columns, timestamps_as_text=True))
         self._getters = [(c, attrgetter(c.name)) for c in self.columns]
+        self._native = _native_decoder(self.columns, max_record_bytes)
+
+    @property
+    def native(self) -> bool:
+        """Whether veltrix_codec decodes this decoder's fetches."""
+        return self._native is not None
 
     def decode(self, fetched: Fetched) -> Decoded:
+        if self._native is not None:
+            return self._decode_native(fetched)
         values = fetched.values
         skipped: list[int] = []
         good: list[int] | None = None  # None: every record, in order
@@ -99,16 +106,52 @@ class Decoder:
                     rows.append(row)
                 else:
                     bad.append(fetched.dead_letter(i, str(error), Reason.DECODE))
-        batch = self._to_batch(rows, fetched, good)
+        batch = pa.RecordBatch.from_arrays([*self._arrays(rows), *kafka_metadata(fetched, good)],
+                                           schema=self.full_schema)
+        batch, good = self._reject(batch, fetched, good, maybe_nul, bad)
+        return Decoded(batch, bad, good, skipped)
+
+    def _reject(self, batch: pa.RecordBatch, fetched: Fetched, good: list[int] | None,
+                maybe_nul: bool, bad: list[DeadLetter]) -> tuple[pa.RecordBatch, list[int] | None]:
+        """`batch` (the rows of `fetched` at `good`) without the rows PostgreSQL would reject,
+        which join `bad`."""
         rejected = self._rejected(batch, maybe_nul)
-        if rejected:
-            positions = range(len(values)) if good is None else good
-            keep = [j not in rejected for j in range(batch.num_rows)]
-            bad += [fetched.dead_letter(positions[j], error, Reason.DECODE)
-                    for j, error in rejected.items()]
+        if not rejected:
+            return batch, good
+        positions = range(len(fetched.values)) if good is None else good
+        keep = [j not in rejected for j in range(batch.num_rows)]
+        bad += [fetched.dead_letter(positions[j], error, Reason.DECODE)
+                for j, error in rejected.items()]
+        bad.sort(key=attrgetter("index"))
+        return (batch.filter(pa.array(keep, pa.bool_())),
+                [p for p, k in zip(positions, keep, strict=True) if k])
+
+    def _decode_native(self, fetched: Fetched) -> Decoded:
+        assert self._native is not None
+        ok, deferred, skipped, buffers = self._native.decode(fetched.values)
+        arrays = from_buffers([c.type for c in self.columns], len(ok), buffers)
+        bad: list[DeadLetter] = []
+        if deferred:  # the Python path's to judge, record by record
+            rows, taken = [], []
+            for i in deferred:
+                row, error = self._decode_one(cast(bytes, fetched.values[i]))
+                if row is None:
+                    bad.append(fetched.dead_letter(i, str(error), Reason.DECODE))
+                else:
+                    taken.append(i)
+                    rows.append(row)
+            part = pa.RecordBatch.from_arrays(self._arrays(rows), schema=self.schema)
+            part, kept = self._reject(part, fetched, taken, True, bad)
             bad.sort(key=attrgetter("index"))
-            good = [p for p, k in zip(positions, keep, strict=True) if k]
-            batch = batch.filter(pa.array(keep, pa.bool_()))
+            positions = ok + (kept or [])
+            order = pa.array(sorted(range(len(positions)), key=positions.__getitem__),
+                             pa.int64())
+            arrays = [pa.concat_arrays([a, b]).take(order)
+                      for a, b in zip(arrays, part.columns, strict=True)]
+            ok = sorted(positions)
+        good = None if len(ok) == len(fetched.values) else ok
+        batch = pa.RecordBatch.from_arrays([*arrays, *kafka_metadata(fetched, good)],
+                                           schema=self.full_schema)
         return Decoded(batch, bad, good, skipped)
 
     def _decode_all(self, values: list[bytes], lengths: list[int],
@@ -131,7 +174,7 @@ class Decoder:
                 return None, True
             # memchr first: most fetches hold no escape at all
             return self._many.decode(joined), b"\\" in joined and _NUL_ESCAPE in joined
-        except (msgspec.MsgspecError, ValueError):
+        except (msgspec.MsgspecError, ValueError, RecursionError):
             return None, True
 
     def _rejected(self, batch: pa.RecordBatch, maybe_nul: bool) -> dict[int, str]:
@@ -171,6 +214,8 @@ class Decoder:
             return None, f"value is not valid UTF-8: {why}"
         try:
             return self._one.decode(value), None
+        except RecursionError:  # msgspec's own depth limit, not the interpreter's
+            return None, "value is nested too deeply to decode"
         except msgspec.ValidationError as exc:
             if self._timestamps:
                 return self._decode_lenient(value, exc)
@@ -184,7 +229,7 @@ class Decoder:
         "2026-11-26 10:00:00+00"; a zone is still required."""
         try:
             row = self._lenient.decode(value)
-        except msgspec.MsgspecError:
+        except (msgspec.MsgspecError, RecursionError):
             return None, f"ValidationError: {strict}"
         for name in self._timestamps:
             text = getattr(row, name)
@@ -199,8 +244,7 @@ class Decoder:
             setattr(row, name, ts)
         return row, None
 
-    def _to_batch(self, rows: list[msgspec.Struct], fetched: Fetched,
-                  good: list[int] | None) -> pa.RecordBatch:
+    def _arrays(self, rows: list[msgspec.Struct]) -> list[pa.Array]:
         arrays = []
         for col, get in self._getters:
             data = [get(r) for r in rows]
@@ -212,11 +256,17 @@ class Decoder:
                                        pa.string()))
             else:
                 arrays.append(pa.array(data, self.schema.field(col.name).type))
-        if good is None:
-            meta = [fetched.partitions, fetched.offsets, fetched.keys, fetched.timestamps]
-        else:
-            meta = [[column[i] for i in good] for column in
-                    (fetched.partitions, fetched.offsets, fetched.keys, fetched.timestamps)]
-        meta.insert(0, [fetched.topic] * len(rows))
-        arrays += [pa.array(m, f.type) for m, f in zip(meta, METADATA, strict=True)]
-        return pa.RecordBatch.from_arrays(arrays, schema=self.full_schema)
+        return arrays
+
+
+def _native_decoder(columns: Sequence[Column], max_record_bytes: int) -> Any:
+    """veltrix_codec's JsonDecoder for `columns`, or None: no codec, or a column type it
+    leaves to the Python path (bytes, decimal)."""
+    native = codec()
+    if native is None or not hasattr(native, "JsonDecoder"):
+        return None
+    try:
+        return native.JsonDecoder([(c.name, c.type, c.nullable) for c in columns],
+                                  max_record_bytes)
+    except ValueError:
+        return None

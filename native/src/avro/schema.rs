@@ -76,7 +76,7 @@ fn primitive(name: &str) -> Option<Node> {
 
 pub fn json_string(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len() + 2);
-    crate::json::write_str(&mut out, s);
+    crate::text::write_str(&mut out, s);
     out
 }
 

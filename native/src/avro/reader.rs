@@ -1,27 +1,7 @@
 //! Avro binary primitives over an untrusted buffer: every length is checked against the
 //! bytes left before anything is read or allocated.
 
-/// Why a record failed; the decoder adds the field and column names.
-#[derive(Debug, PartialEq)]
-pub enum DErr {
-    Truncated,
-    VarintOverflow,
-    NegativeLength(i64),
-    TooLong { len: u64, left: usize },
-    Utf8,
-    Nul,
-    Null,
-    EnumIndex(i64),
-    UnionIndex(i64),
-    Boolean(u8),
-    Depth,
-    IntRange(i64),
-    TimestampRange(i64),
-    NotUuid,
-    DecimalTooLong(usize),
-    TooManyItems,
-    BatchTooLarge,
-}
+use crate::error::DErr;
 
 /// Items of zero-size types (e.g. an array of nulls) one record may hold: such a block
 /// count is not bounded by the record's length.
