@@ -14,7 +14,7 @@ import psycopg
 import ray
 
 from veltrix_ray import Pipeline, RunSummary, load_config
-from veltrix_ray.produce import generate, partition_for, produce
+from veltrix_ray.produce import _BATCH_BYTES, generate, partition_for, produce
 from veltrix_ray.runtime.coordinator import NAMESPACE, coordinator_name
 
 
@@ -34,10 +34,10 @@ def fill(bootstrap: str, topic: str, events: int, partitions: int, seed: int = 7
          bad_fraction: float = 0.0, payload_bytes: int = 0, compression: str = "none",
          batch_bytes: int | None = None) -> Expected:
     """`veltrix-ray produce`'s records in `topic`, and what a run must make of them."""
-    batching = {} if batch_bytes is None else {"batch_bytes": batch_bytes}
     asyncio.run(produce(bootstrap, topic, events=events, partitions=partitions, seed=seed,
                         bad_fraction=bad_fraction, payload_bytes=payload_bytes,
-                        compression=compression, **batching))
+                        compression=compression,
+                        batch_bytes=_BATCH_BYTES if batch_bytes is None else batch_bytes))
     exp = Expected()
     offsets: Counter[int] = Counter()
     for rec in generate(events, seed=seed, bad_fraction=bad_fraction,

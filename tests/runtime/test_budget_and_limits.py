@@ -1,9 +1,10 @@
 import pytest
 
 from veltrix_ray import Pipeline
+from veltrix_ray.check.pipeline import validate
 from veltrix_ray.config import load_config, to_settings
 from veltrix_ray.config.schema import DeadLetterConfig, MemoryConfig
-from veltrix_ray.config.validate import static_findings, validate
+from veltrix_ray.config.validate import static_findings
 from veltrix_ray.errors import ConfigError, MemoryBudgetExceeded
 from veltrix_ray.runtime.budget import MIB, Budget, Watchdog
 from veltrix_ray.runtime.deadletters import DeadLetterLimit
