@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, broker: KafkaBroker, pg: LocalPostgres) -> Non
     ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
     pipeline = Pipeline(load_config([f"kafka.topic={TOPIC}", f"kafka.bootstrap={broker.bootstrap}",
                                      f"postgres.dsn={pg.dsn}", "topology.workers=2",
-                                     "topology.max_restarts=1000", "batch.max_records=5000"]))
+                                     "batch.max_records=5000"]))
     runner = threading.Thread(target=pipeline.run, kwargs={"raise_on_error": False}, daemon=True)
     runner.start()
     total = max(1, round(args.rate * args.duration))
@@ -136,6 +136,14 @@ def run(args: argparse.Namespace, broker: KafkaBroker, pg: LocalPostgres) -> Non
         base = watch.committed_after(fault.until)
         later = next((s for s, c, _ in watch.samples if s > fault.until and c > base), None)
         fault.recovered_after = None if later is None else later - fault.until
+    alive = runner.is_alive()
+    restarts = 0
+    if alive:
+        report = ray.get(ray.get_actor(coordinator_name("events"), namespace=NAMESPACE)
+                         .progress.remote())
+        restarts = sum(w["restarts"] for w in report["workers"])
+    print(f"run still running after the faults: {'yes' if alive else 'NO'} "
+          f"({restarts} worker restarts)")
     pipeline.stop()
     runner.join(timeout=120)
     with psycopg.connect(pg.dsn) as conn:

@@ -41,6 +41,7 @@ class Committer(Generic[T]):
         self.slow_s = slow_s  # a commit slower than this: ask who it waits for
         self.waiting: str | None = None  # the sessions a slow commit waits for
         self._current: _InFlight[T] | None = None
+        self.failed: WriteBatch | None = None  # the batch whose commit raised
 
     @property
     def in_flight(self) -> bool:
@@ -71,7 +72,11 @@ class Committer(Generic[T]):
                 waiting = f"partitions {partitions} wait for {waiting}"
             self.waiting = waiting
         self.waiting = None
-        rejected, write_s = await current.task
+        try:
+            rejected, write_s = await current.task
+        except BaseException:
+            self.failed = current.write
+            raise
         return Committed(current.write, current.context, rejected,
                          time.perf_counter() - current.started, write_s)
 

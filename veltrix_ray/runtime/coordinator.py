@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -38,6 +37,14 @@ from veltrix_ray.runtime.assignment import assign, moved
 from veltrix_ray.runtime.budget import Budget
 from veltrix_ray.runtime.metrics import PipelineMetrics
 from veltrix_ray.runtime.scaler import Autoscaler
+from veltrix_ray.runtime.supervision import (
+    Death,
+    Failure,
+    GiveUp,
+    SlotHealth,
+    give_up_message,
+    stopped_message,
+)
 from veltrix_ray.runtime.worker import PartitionWorker, WorkerSpec
 from veltrix_ray.sink import make_sink
 from veltrix_ray.source.admin import partition_count
@@ -130,6 +137,7 @@ class _Slot:
 
     index: int
     partitions: list[int]
+    health: SlotHealth  # its recent failures: when it comes back, what it stops
     incarnation: int = 0
     restarts: int = 0
     actor: Any = None
@@ -138,8 +146,6 @@ class _Slot:
     done: bool = False
     retiring: bool = False  # being stopped by a rescale; the rescale reaps it
     restart_at: float | None = None  # monotonic time of a scheduled restart
-    failures: deque[float] = field(default_factory=deque)  # monotonic times, recent ones
-    crashes: deque[float] = field(default_factory=deque)
     ready_ref: Any = None  # the worker's ready(): where it runs, once connected
     node: str | None = None
 
@@ -164,8 +170,10 @@ class Coordinator:
         self._final: dict[int, Totals] = {}
         self._rescaling = asyncio.Lock()
         self._started = asyncio.Event()  # the first workers have their partitions (or failed)
-        # partitions the dead-letter limit stopped, and why: no later owner resumes them
+        # partitions the dead-letter limit or a recurring crash stopped, and why: no later
+        # owner resumes them; the error kind of those a crash stopped
         self._stopped: dict[int, str] = {}
+        self._stop_kinds: dict[int, str] = {}
         self.waiting: str | None = None  # a claim waiting for another session's lock
         self.metrics = PipelineMetrics(settings.pipeline.name)
         self._ticked = 0.0  # monotonic time of the last metrics tick
@@ -200,7 +208,7 @@ class Coordinator:
                   time.time() - self.started, len(self._first))
         self._partition_count = count
         sets = assign(range(count), self.target)
-        self.slots = [_Slot(i, ps) for i, ps in enumerate(sets)]
+        self.slots = [self._slot(i, ps) for i, ps in enumerate(sets)]
         try:
             try:
                 for slot in self.slots:
@@ -441,9 +449,13 @@ class Coordinator:
                             "partitions": sorted(partitions)} | extra)
 
     def _new_slot(self, partitions: list[int]) -> _Slot:
-        slot = _Slot(max((s.index for s in self.slots), default=-1) + 1, sorted(partitions))
+        slot = self._slot(max((s.index for s in self.slots), default=-1) + 1, sorted(partitions))
         self.slots.append(slot)
         return slot
+
+    def _slot(self, index: int, partitions: list[int]) -> _Slot:
+        health = SlotHealth(self.settings.topology, self.settings.until == "forever")
+        return _Slot(index, partitions, health)
 
     async def _retire(self, slot: _Slot) -> None:
         slot.retiring = True
@@ -559,21 +571,26 @@ class Coordinator:
         return sorted(set(range(self._partition_count)) - set(held))
 
     async def _finished(self, slot: _Slot, ref: Any) -> None:
-        """A worker's run ended: done, or a fault. A worker that died (process or node lost)
-        or failed with a retriable error is restarted under a new owner epoch; anything else
-        ends the run with the worker's message."""
+        """A worker's run ended: done, or a failure. A lost worker (process or node gone, a
+        service away) and one that crashed are restarted under a new owner epoch, as the
+        slot's health says (runtime/supervision.py); anything else ends the run with the
+        worker's message."""
         try:
             slot.last = await ref
             self._note_stopped(slot.last)
             slot.done = True
             return
         except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
-            reason, crash = f"died ({str(exc).splitlines()[0]})", True
+            failure = Failure(Death.LOST, f"died ({str(exc).splitlines()[0]})")
         except RayTaskError as exc:
             cause = exc.cause if isinstance(exc.cause, BaseException) else exc
             if isinstance(cause, FencedError):
                 self.metrics.fenced_commit()
-            if not isinstance(cause, RetriableError):
+            if isinstance(cause, WorkerCrashed):
+                failure = Failure(Death.CRASH, f"failed: {cause}", cause.cause, cause.where)
+            elif isinstance(cause, RetriableError):  # a service away: not the worker's fault
+                failure = Failure(Death.LOST, f"failed: {cause}")
+            else:
                 kind = type(cause).__name__ if isinstance(cause, VeltrixError) else "VeltrixError"
                 message = str(cause) if isinstance(cause, VeltrixError) else (
                     f"worker {slot.index} (partitions {slot.partitions}) failed: "
@@ -582,43 +599,32 @@ class Coordinator:
                 slot.done = True
                 await self.stop()
                 return
-            # a service away: not the worker's fault, so a `forever` run never gives up on it
-            reason = f"failed: {cause}"
-            crash = isinstance(cause, WorkerCrashed) or self.settings.until == "drained"
         if self._stopping:
             slot.done = True
             return
         self._bank_report(slot.last.get("partitions", {}))
         slot.last = {}
         topo = self.settings.topology
-        now = time.monotonic()
-        for times in (slot.failures, slot.crashes):
-            while times and times[0] < now - topo.restart_window_s:
-                times.popleft()
-        slot.failures.append(now)
-        if crash:
-            slot.crashes.append(now)
+        verdict = slot.health.failed(failure, time.monotonic())
         slot.restarts += 1
         self.metrics.restarted()
-        if len(slot.crashes) > topo.max_restarts:
-            self.errors.append(("VeltrixError", (
-                f"worker {slot.index} (partitions {slot.partitions}) {reason}; that is "
-                f"{len(slot.crashes)} times in the last {topo.restart_window_s:g}s. Look at "
-                "its log (ray logs), or raise topology.max_restarts / "
-                "topology.restart_window_s.")))
+        who = f"worker {slot.index} (partitions {slot.partitions})"
+        if isinstance(verdict, GiveUp):
+            self.errors.append(("VeltrixError", give_up_message(
+                who, failure.reason, verdict.repeats, topo.restart_window_s)))
             slot.done = True
             await self.stop()
             return
-        # exponential backoff over the recent failures, with jitter so that workers that
-        # failed together do not all come back at the same instant
-        delay = min(topo.restart_backoff_max_s,
-                    topo.restart_backoff_s * 2 ** (len(slot.failures) - 1))
-        delay *= random.uniform(0.5, 1.0)
-        log.warning("worker %d (partitions %s) %s; restarting it in %.1fs under a new owner "
-                    "epoch (restart %d)", slot.index, slot.partitions, reason, delay,
-                    slot.restarts)
+        for p, span in verdict.stop.items():
+            self._stopped[p] = stopped_message(f"worker {slot.index}", p, span,
+                                               failure.reason, verdict.repeats,
+                                               topo.restart_window_s)
+            self._stop_kinds[p] = "WorkerCrashed"
+            log.error("%s", self._stopped[p])
+        log.warning("%s %s; restarting it in %.1fs under a new owner epoch (restart %d)", who,
+                    failure.reason, verdict.delay, slot.restarts)
         slot.run_ref = None
-        slot.restart_at = now + delay
+        slot.restart_at = time.monotonic() + verdict.delay
 
     def _stopped_of(self, partitions: list[int]) -> dict[int, str]:
         return {p: self._stopped[p] for p in partitions if p in self._stopped}
@@ -735,7 +741,8 @@ class Coordinator:
             before = self._baseline.get(p, Totals(None, 0, 0))
             info.update(committed=total.next_offset, rows=total.rows - before.rows,
                         dead_letters=total.dead_letters - before.dead_letters)
-        for info in progress["partitions"].values():
+        for p, info in progress["partitions"].items():
             if info["error"]:
-                progress["errors"].append(("DeadLetterLimitExceeded", info["error"]))
+                progress["errors"].append((self._stop_kinds.get(p, "DeadLetterLimitExceeded"),
+                                           info["error"]))
         return progress

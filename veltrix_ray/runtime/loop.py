@@ -50,6 +50,21 @@ FIRST_FETCH_RECORDS = 10
 Registries = list[tuple[RegistryDecoder, Callable[[Fetched], Fetched]]]
 
 
+Span = tuple[int, int]  # the first and the last offset of a partition's records in a batch
+
+
+def spans(fetched: Fetched) -> dict[int, Span]:
+    return {p: (fetched.offsets[i], fetched.offsets[i + n - 1])
+            for p, (i, n) in fetched.spans.items()}
+
+
+def write_spans(write: WriteBatch) -> dict[int, Span]:
+    first = spans(write.fetched) if write.fetched is not None else {}
+    return {a.partition: (a.expected if a.expected is not None
+                          else first.get(a.partition, (a.new - 1, 0))[0], a.new - 1)
+            for a in write.advances}
+
+
 def make_decoder(s: VeltrixConfig) -> tuple[Decoder | RegistryDecoder | KeyedDecoder,
                                              Registries]:
     """The decoder pipeline.format and key_format ask for, and its registry-backed sides
@@ -134,6 +149,9 @@ class WorkerLoop:
         self.on_commit = on_commit  # each finished commit (the worker's metrics)
         self.first_data_at: float | None = None  # wall clock of the first records fetched
         self.stopping = False
+        # where the run failed: the failing batch's span of each of its partitions (the
+        # coordinator tells a failure that recurs at one place from one that moves on)
+        self.failed_at: dict[int, Span] = {}
         self._changes: list[tuple[str, Any, asyncio.Future[Any]]] = []
         self._work = asyncio.Event()  # a change or a stop for a worker with no partitions
 
@@ -148,6 +166,9 @@ class WorkerLoop:
             await self._loop()
             await self._finish_commit()
         except BaseException:
+            failed = self.committer.failed
+            if failed is not None and not self.failed_at:
+                self.failed_at = write_spans(failed)
             await self.committer.abandon()
             raise
         finally:
@@ -198,6 +219,13 @@ class WorkerLoop:
         self.watchdog.partitions = sorted(self.states)
 
     async def _process(self, fetched: Fetched) -> None:
+        try:
+            await self._step(fetched)
+        except BaseException:
+            self.failed_at = spans(fetched)
+            raise
+
+    async def _step(self, fetched: Fetched) -> None:
         if self.first_data_at is None:
             self.first_data_at = time.time()
         self.held_bytes += fetched.nbytes

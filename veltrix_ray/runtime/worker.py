@@ -136,11 +136,10 @@ class PartitionWorker:
                                 "and run `veltrix-ray reset-offsets --to earliest` (or "
                                 "`--to latest`) with the same overrides as `run`"
                                 ) from exc
-        except (VeltrixError, asyncio.CancelledError):
+        except (VeltrixError, asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
-        except Exception as exc:
-            raise self._failure(exc, "see the worker's log (`ray logs`) for the traceback",
-                                WorkerCrashed) from exc
+        except BaseException as exc:  # also a native codec's panic (pyo3's PanicException)
+            raise self._crashed(exc) from exc
         finally:
             self._started.set()
             await source.close()
@@ -152,12 +151,26 @@ class PartitionWorker:
 
     def _failure(self, exc: BaseException, fix: str,
                  kind: type[VeltrixError] = VeltrixError) -> VeltrixError:
-        states = self.loop.states if self.loop else {}
-        where = ", ".join(f"partition {p} at offset {st.next_offset}" for p, st in states.items())
-        if not where:
-            where = ", ".join(f"partition {p} at offset {c.next_offset}"
-                              for p, c in self.spec.claims.items())
-        return kind(f"{self.name} failed ({where}): {type(exc).__name__}: {exc}. Fix: {fix}.")
+        at = ", ".join(f"partition {p} at offset {o}" for p, o in self._positions().items())
+        return kind(self._message(exc, at, fix))
+
+    def _crashed(self, exc: BaseException) -> WorkerCrashed:
+        """An unexpected failure, with where it happened: the failing batch's partitions (all
+        of the worker's when it failed between batches)."""
+        where = (self.loop.failed_at if self.loop else {}) or {
+            p: (offset or 0, offset or 0) for p, offset in self._positions().items()}
+        at = ", ".join(f"partition {p} offsets {first}..{last}"
+                       for p, (first, last) in where.items())
+        return WorkerCrashed(self._message(exc, at, "see the worker's log (`ray logs`) for "
+                                           "the traceback"), type(exc).__name__, where)
+
+    def _positions(self) -> dict[int, int | None]:
+        if self.loop is not None and self.loop.states:
+            return {p: st.next_offset for p, st in self.loop.states.items()}
+        return {p: c.next_offset for p, c in self.spec.claims.items()}
+
+    def _message(self, exc: BaseException, at: str, fix: str) -> str:
+        return f"{self.name} failed ({at}): {type(exc).__name__}: {exc}. Fix: {fix}."
 
 
 def _warm_up() -> None:
