@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from veltrix_ray.contracts import DeadLetter, OffsetSink, WriteBatch
+from veltrix_ray.runtime.lockwait import naming_the_wait
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -60,20 +61,18 @@ class Committer(Generic[T]):
         current, self._current = self._current, None
         if current is None:
             return None
-        while not current.task.done():
-            await asyncio.wait({current.task}, timeout=self.slow_s)
-            if current.task.done():
-                break
-            waiting = await asyncio.to_thread(self.sink.blockers)
+        partitions = [a.partition for a in current.write.advances]
+
+        def say(held: str | None) -> None:
+            waiting = f"partitions {partitions} wait for {held}" if held else None
             if waiting and waiting != self.waiting:
-                partitions = [a.partition for a in current.write.advances]
                 log.warning("%s: the commit of partitions %s waits for a lock held by %s",
-                            self.name, partitions, waiting)
-                waiting = f"partitions {partitions} wait for {waiting}"
+                            self.name, partitions, held)
             self.waiting = waiting
-        self.waiting = None
+
         try:
-            rejected, write_s = await current.task
+            rejected, write_s = await naming_the_wait(current.task, self.slow_s,
+                                                      self.sink.blockers, say)
         except BaseException:
             self.failed = current.write
             raise

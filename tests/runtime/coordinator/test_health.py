@@ -4,7 +4,7 @@ backoff; a crash that recurs at one place stops that place's partitions."""
 from __future__ import annotations
 
 from veltrix_ray.config.schema import TopologyConfig
-from veltrix_ray.runtime.supervision import Death, Failure, GiveUp, Restart, SlotHealth
+from veltrix_ray.runtime.coordinator.health import Death, Failure, GiveUp, Restart, SlotHealth
 
 TOPO = TopologyConfig(max_restarts=2, restart_window_s=60, restart_backoff_s=0.5,
                       restart_backoff_max_s=4)
