@@ -33,6 +33,9 @@ from veltrix_ray.source.admin import ensure_topic
 
 TOPIC = "soak"
 PARTITIONS = 8
+# the producer's sends wait out the broker's restart (its outage plus its start on a loaded
+# machine); with aiokafka's 30 s default the load generator died there, not the pipeline
+SEND_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace, broker: KafkaBroker, pg: LocalPostgres) -> Non
     total = max(1, round(args.rate * args.duration))
     producer = threading.Thread(target=lambda: asyncio.run(produce(
         broker.bootstrap, TOPIC, rate=args.rate, duration=args.duration, seed=3,
-        bad_fraction=0.001)), daemon=True)
+        bad_fraction=0.001, request_timeout_s=SEND_TIMEOUT_S)), daemon=True)
     start = time.monotonic()
     producer.start()
     faults = [Fault(f"kill -9 worker #{i + 1}", t)
