@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +97,22 @@ def make_decoder(s: VeltrixConfig) -> tuple[Decoder | RegistryDecoder | KeyedDec
     return KeyedDecoder(values, keys), registries
 
 
+@dataclass(frozen=True)
+class Acquire:
+    """A change request: take these partitions (claimed under new epochs by the coordinator);
+    `stopped` ones stay stopped."""
+
+    claims: dict[int, Claim]
+    stopped: dict[int, str]
+
+
+@dataclass(frozen=True)
+class Release:
+    """A change request: give these partitions up after the batch in flight commits."""
+
+    partitions: list[int]
+
+
 @dataclass
 class _Booked:
     """What a submitted batch adds to the partitions' counters once it commits."""
@@ -152,7 +168,7 @@ class WorkerLoop:
         # where the run failed: the failing batch's span of each of its partitions (the
         # coordinator tells a failure that recurs at one place from one that moves on)
         self.failed_at: dict[int, Span] = {}
-        self._changes: list[tuple[str, Any, asyncio.Future[Any]]] = []
+        self._changes: list[tuple[Acquire | Release, asyncio.Future[Any]]] = []
         self._work = asyncio.Event()  # a change or a stop for a worker with no partitions
 
     def _state(self, claim: Claim) -> PartitionState:
@@ -392,9 +408,18 @@ class WorkerLoop:
     def reports(self) -> dict[int, dict[str, Any]]:
         return {p: st.report() for p, st in self.states.items()}
 
-    async def change(self, kind: str, payload: Any) -> Any:
+    async def acquire(self, claims: Mapping[int, Claim], stopped: Mapping[int, str]) -> None:
+        """Take more partitions, between two batches."""
+        await self._change(Acquire(dict(claims), dict(stopped)))
+
+    async def release(self, partitions: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """Give partitions up after the batch in flight commits; their final state."""
+        released: dict[int, dict[str, Any]] = await self._change(Release(list(partitions)))
+        return released
+
+    async def _change(self, request: Acquire | Release) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._changes.append((kind, payload, future))
+        self._changes.append((request, future))
         self._work.set()
         return await future
 
@@ -404,20 +429,19 @@ class WorkerLoop:
         self._work.set()
 
     def _apply_changes(self) -> None:
-        for kind, payload, future in self._changes:
-            if kind == "release":
+        for request, future in self._changes:
+            if isinstance(request, Release):
                 future.set_result({p: self.states.pop(p).report()
-                                   for p in payload if p in self.states})
-            else:
-                claims, stopped = payload
-                for p, claim in claims.items():
-                    self.states[p] = self._state(claim)
-                    self.states[p].stopped = stopped.get(p)
-                future.set_result(None)
+                                   for p in request.partitions if p in self.states})
+                continue
+            for p, claim in request.claims.items():
+                self.states[p] = self._state(claim)
+                self.states[p].stopped = request.stopped.get(p)
+            future.set_result(None)
         self._changes.clear()
 
     def _abandon_changes(self) -> None:
-        for _, _, future in self._changes:
+        for _, future in self._changes:
             if not future.done():
                 future.set_exception(VeltrixError(f"{self.name} finished before the change"))
         self._changes.clear()

@@ -96,14 +96,14 @@ class PartitionWorker:
         if self.status != "running":
             return {p: self.loop.states.pop(p).report() for p in partitions
                     if p in self.loop.states}
-        return await self.loop.change("release", partitions)  # type: ignore[no-any-return]
+        return await self.loop.release(partitions)
 
     async def acquire(self, claims: dict[int, Claim], stopped: dict[int, str]) -> None:
         """Take more partitions (already claimed under new epochs by the coordinator);
         `stopped` ones stay stopped (the dead-letter limit stopped them earlier)."""
         if self.status != "running" or self.loop is None:
             raise VeltrixError(f"{self.name} has finished; it cannot take partitions")
-        await self.loop.change("acquire", (claims, stopped))
+        await self.loop.acquire(claims, stopped)
 
     async def run(self) -> dict[str, Any]:
         s = self.spec.settings
