@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -128,7 +129,9 @@ def run(args: argparse.Namespace, broker: KafkaBroker, pg: LocalPostgres) -> Non
                 pids = list(ray.get(ray.get_actor(coordinator_name("events"), namespace=NAMESPACE)
                                     .worker_pids.remote()).values())
                 if pids:
-                    os.kill(random.choice(pids), signal.SIGKILL)
+                    # a worker that just died is listed until supervision sees it
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(random.choice(pids), signal.SIGKILL)
             fault.until = fault.until or fault.at
             print(f"{t:7.1f}s  {fault.name}", flush=True)
         if t > args.duration + 600:
