@@ -11,6 +11,7 @@ from typing import Any
 
 from veltrix_ray.config.schema import VeltrixConfig
 from veltrix_ray.contracts import Claim, Totals
+from veltrix_ray.errors import SinkError
 from veltrix_ray.runtime.coordinator.core import Ownership
 from veltrix_ray.runtime.coordinator.health import Death, Failure
 from veltrix_ray.runtime.coordinator.pool import Outcome, Report, Worker, WorkerGone
@@ -131,9 +132,6 @@ class FakePool:
         fake.end(Outcome(failure=Failure(Death.CRASH, "failed: ValueError: boom",
                                          "ValueError", where)))
 
-    def finish(self, fake: FakeWorker) -> None:
-        fake.end(Outcome(report=fake.report()))
-
     def running(self) -> list[FakeWorker]:
         return [w for w in self.workers if not w.run.done()]
 
@@ -145,6 +143,7 @@ class FakeClaims:
     def __init__(self) -> None:
         self.epochs: dict[int, int] = {}
         self.claimed: list[list[int]] = []
+        self.refuse = 0  # the next claims that fail (a lock not granted in time)
         self._open = threading.Event()
         self._open.set()
 
@@ -156,6 +155,9 @@ class FakeClaims:
 
     def claim(self, partitions: list[int]) -> dict[int, Claim]:
         self._open.wait(10)
+        if self.refuse:
+            self.refuse -= 1
+            raise SinkError(f"claiming partitions {partitions}: lock not granted")
         self.claimed.append(list(partitions))
         for p in partitions:
             self.epochs[p] = self.epochs.get(p, 0) + 1

@@ -128,6 +128,23 @@ async def test_a_worker_dying_mid_rescale_its_orphans_converge() -> None:
 
 
 @arun
+async def test_partitions_a_failed_claim_left_without_owner_are_assigned_again() -> None:
+    """37bf4dd: a rescale whose claim could not get its lock had released partitions that
+    then had no owner; supervision checks every tick and repairs it."""
+    h = harness()
+    h.begin()
+    await h.until("both sets owned", lambda: one_owner_each(h))
+    h.claims.refuse = 1
+    with pytest.raises(VeltrixError, match="lock not granted"):
+        await h.own.rescale(3)
+    assert sorted(h.owners()) == [0, 1, 2, 4, 5, 6]  # 3 and 7 released, not claimed
+    h.clock.now += 100
+    await h.until("every partition owned once",
+                  lambda: one_owner_each(h) and len(h.pool.running()) == 3)
+    assert [m["why"] for m in h.own.ledger.moves] == ["converge"]
+
+
+@arun
 async def test_lost_workers_come_back_for_ever_with_backoff() -> None:
     """More losses per slot than any crash window allows (max_restarts=2): a `forever` run
     restarts them, each under a new name and new epochs, and counts them."""
