@@ -34,8 +34,8 @@ def test_partitions_are_released_and_acquired_between_batches() -> None:
         run = asyncio.ensure_future(loop.run())
         await until(partition=0, offset=50)
         released = await loop.release([0, 7])  # 7: not its own, nothing to say
-        assert list(released) == [0] and released[0]["committed"] == 50
-        assert released[0]["rows"] == 50
+        assert list(released) == [0] and released[0].committed == 50
+        assert released[0].rows == 50
         await loop.acquire(sink.claim([1]), {})
         await until(partition=1, offset=30)
         loop.stop()

@@ -39,6 +39,7 @@ from veltrix_ray.errors import VeltrixError
 from veltrix_ray.runtime.budget import MIB, Budget, Watchdog, release_memory
 from veltrix_ray.runtime.committer import Committed, Committer
 from veltrix_ray.runtime.meter import BusyMeter
+from veltrix_ray.runtime.reports import PartitionReport
 from veltrix_ray.runtime.state import PartitionState
 from veltrix_ray.runtime.step import Step, clip
 from veltrix_ray.transform import build_chain
@@ -405,16 +406,16 @@ class WorkerLoop:
 
     # -- ownership changes (rescale), applied between batches ----------------------------------
 
-    def reports(self) -> dict[int, dict[str, Any]]:
+    def reports(self) -> dict[int, PartitionReport]:
         return {p: st.report() for p, st in self.states.items()}
 
     async def acquire(self, claims: Mapping[int, Claim], stopped: Mapping[int, str]) -> None:
         """Take more partitions, between two batches."""
         await self._change(Acquire(dict(claims), dict(stopped)))
 
-    async def release(self, partitions: Sequence[int]) -> dict[int, dict[str, Any]]:
+    async def release(self, partitions: Sequence[int]) -> dict[int, PartitionReport]:
         """Give partitions up after the batch in flight commits; their final state."""
-        released: dict[int, dict[str, Any]] = await self._change(Release(list(partitions)))
+        released: dict[int, PartitionReport] = await self._change(Release(list(partitions)))
         return released
 
     async def _change(self, request: Acquire | Release) -> Any:

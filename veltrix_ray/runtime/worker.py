@@ -20,6 +20,7 @@ from veltrix_ray.runtime.budget import Budget
 from veltrix_ray.runtime.committer import Committed
 from veltrix_ray.runtime.loop import WorkerLoop
 from veltrix_ray.runtime.metrics import WorkerMetrics
+from veltrix_ray.runtime.reports import PartitionReport, WorkerReport
 from veltrix_ray.runtime.state import PartitionState
 from veltrix_ray.sink import make_sink
 from veltrix_ray.source.kafka import KafkaSource
@@ -69,24 +70,23 @@ class PartitionWorker:
         if self.loop is not None:
             self.loop.stop()
 
-    def progress(self, latencies: bool = True) -> dict[str, Any]:
+    def progress(self, latencies: bool = True) -> WorkerReport:
         loop = self.loop
         dog = loop.watchdog if loop else None
-        return {
-            "worker": self.name, "slot": self.spec.slot, "pid": os.getpid(), "node": self.node,
-            "status": self.status, "busy_ratio": loop.busy.ratio() if loop else 0.0,
-            "commit_p95_s": loop.commit_p95() if loop else 0.0,
-            "first_data_at": loop.first_data_at if loop else None,
-            "rss": dog.rss() if dog else 0, "peak_rss": dog.peak_rss if dog else 0,
-            "held_bytes": loop.held_bytes if loop else 0,
-            "budget_bytes": self.spec.budget.budget_bytes,
-            "batches": loop.batches if loop else 0,
-            "waiting": loop.committer.waiting if loop else None,
-            "latencies": list(loop.latencies) if loop and latencies else [],
-            "partitions": loop.reports() if loop else {},
-        }
+        return WorkerReport(
+            worker=self.name, slot=self.spec.slot, pid=os.getpid(), node=self.node,
+            status=self.status, busy_ratio=loop.busy.ratio() if loop else 0.0,
+            commit_p95_s=loop.commit_p95() if loop else 0.0,
+            first_data_at=loop.first_data_at if loop else None,
+            rss=dog.rss() if dog else 0, peak_rss=dog.peak_rss if dog else 0,
+            held_bytes=loop.held_bytes if loop else 0,
+            budget_bytes=self.spec.budget.budget_bytes,
+            batches=loop.batches if loop else 0,
+            waiting=loop.committer.waiting if loop else None,
+            latencies=list(loop.latencies) if loop and latencies else [],
+            partitions=loop.reports() if loop else {})
 
-    async def release(self, partitions: list[int]) -> dict[int, dict[str, Any]]:
+    async def release(self, partitions: list[int]) -> dict[int, PartitionReport]:
         """Give partitions up after the batch in flight commits; returns their final state."""
         if self.loop is None:  # not started yet: it will start without them
             claims = [self.spec.claims.pop(p) for p in partitions if p in self.spec.claims]
@@ -105,7 +105,7 @@ class PartitionWorker:
             raise VeltrixError(f"{self.name} has finished; it cannot take partitions")
         await self.loop.acquire(claims, stopped)
 
-    async def run(self) -> dict[str, Any]:
+    async def run(self) -> WorkerReport:
         s = self.spec.settings
         try:
             source = await KafkaSource.open(s.kafka, self.spec.budget.batch_bytes, self.name)

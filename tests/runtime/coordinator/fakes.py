@@ -14,7 +14,8 @@ from veltrix_ray.contracts import Claim, Totals
 from veltrix_ray.errors import SinkError
 from veltrix_ray.runtime.coordinator.core import Ownership
 from veltrix_ray.runtime.coordinator.health import Death, Failure
-from veltrix_ray.runtime.coordinator.pool import Outcome, Report, Worker, WorkerGone
+from veltrix_ray.runtime.coordinator.pool import Outcome, Worker, WorkerGone
+from veltrix_ray.runtime.reports import PartitionReport, WorkerReport
 
 from ..fakes import settings
 
@@ -42,12 +43,16 @@ class FakeWorker:
     killed: bool = False
     die_on_release: bool = False
 
-    def report(self) -> Report:
-        return {"worker": self.name, "pid": id(self), "status": "running", "rss": 0,
-                "first_data_at": None, "peak_rss": 0, "held_bytes": 0, "budget_bytes": 1,
-                "batches": 0, "partitions": {p: {"committed": c.next_offset, "rows": 0,
-                                                  "error": self.stopped.get(p)}
-                                              for p, c in self.owned.items()}}
+    def report(self) -> WorkerReport:
+        parts = {p: PartitionReport(committed=c.next_offset, high_watermark=None, rows=0,
+                                    dead_letters=0, records=0, reasons={},
+                                    error=self.stopped.get(p))
+                 for p, c in self.owned.items()}
+        return WorkerReport(worker=self.name, slot=self.slot, pid=id(self), node="node-0",
+                            status="running", busy_ratio=0.0, commit_p95_s=0.0,
+                            first_data_at=None, rss=0, peak_rss=0, held_bytes=0,
+                            budget_bytes=1, batches=0, waiting=None, latencies=[],
+                            partitions=parts)
 
     def end(self, outcome: Outcome) -> None:
         if not self.run.done():
@@ -91,14 +96,15 @@ class FakePool:
         fake.owned.update(claims)
         fake.stopped.update(stopped)
 
-    async def release(self, worker: Worker, partitions: list[int]) -> dict[int, Report]:
+    async def release(self, worker: Worker, partitions: list[int]
+                      ) -> dict[int, PartitionReport]:
         fake: FakeWorker = worker.handle
         await asyncio.sleep(0)
         if fake.die_on_release:
             self.die(fake)
         if fake.run.done():
             raise WorkerGone(f"{fake.name} died")
-        report = fake.report()["partitions"]
+        report = fake.report().partitions
         for p in partitions:
             fake.owned.pop(p, None)
         return {p: report[p] for p in partitions if p in report}
@@ -118,7 +124,7 @@ class FakePool:
     async def outcome(self, worker: Worker) -> Outcome:
         return await asyncio.shield(worker.handle.run)
 
-    async def poll(self, worker: Worker) -> Report | None:
+    async def poll(self, worker: Worker) -> WorkerReport | None:
         fake: FakeWorker = worker.handle
         return None if fake.run.done() else fake.report()
 

@@ -172,7 +172,7 @@ class Ownership(Workers):
         if out.report is not None or out.fatal is not None or self.stopping:
             if out.report is not None:
                 slot.last = out.report
-                self.ledger.note_stopped(out.report)
+                self.ledger.note_stopped(out.report.partitions)
             slot.done = True
             if out.fatal is not None:
                 self.ledger.errors.append((out.fatal.kind, out.fatal.message))
@@ -180,8 +180,9 @@ class Ownership(Workers):
             return
         assert out.failure is not None
         failure = out.failure
-        self.ledger.bank_report(slot.last.get("partitions", {}))
-        slot.last = {}
+        if slot.last is not None:
+            self.ledger.bank_report(slot.last.partitions)
+        slot.last = None
         topo = self.settings.topology
         verdict = slot.health.failed(failure, self.clock())
         slot.restarts += 1
@@ -207,7 +208,7 @@ class Ownership(Workers):
         for slot, report in zip(slots, reports, strict=True):
             if report is not None and slot.live:
                 slot.last = report
-                self.ledger.note_stopped(report)
+                self.ledger.note_stopped(report.partitions)
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -221,8 +222,8 @@ class Ownership(Workers):
         self.metrics.tick(report, live=report["live_workers"], target=report["target_workers"])
 
     def worker_pids(self) -> dict[str, int]:
-        return {s.last["worker"]: s.last["pid"] for s in self.slots
-                if s.last and not s.done and "pid" in s.last}
+        return {s.last.worker: s.last.pid for s in self.slots
+                if s.last is not None and not s.done}
 
     def progress(self) -> dict[str, Any]:
         return self.ledger.progress(

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from veltrix_ray.contracts import Totals
-from veltrix_ray.runtime.coordinator.pool import Report
 from veltrix_ray.runtime.coordinator.supervision import Slot
+from veltrix_ray.runtime.reports import PartitionReport, WorkerReport
 
+# a worker's line in the progress report (what status, the summary and the metrics show)
 WORKER_FIELDS = ("worker", "pid", "status", "rss", "first_data_at", "peak_rss", "held_bytes",
-                 "budget_bytes", "batches")
+                 "budget_bytes", "batches", "waiting", "node", "busy_ratio")
 
 
 class Ledger:
@@ -28,7 +29,7 @@ class Ledger:
         self.moves: list[dict[str, Any]] = []
         self.events: deque[dict[str, Any]] = deque(maxlen=1000)  # ownership changes
         self.banked: dict[int, dict[str, Any]] = {}
-        self.retired: list[Report] = []  # final reports of rescaled-away workers
+        self.retired: list[WorkerReport] = []  # final reports of rescaled-away workers
         # the durable per-partition counters in veltrix_offsets, before and after the run
         self.baseline: dict[int, Totals] = {}
         self.final: dict[int, Totals] = {}
@@ -48,19 +49,20 @@ class Ledger:
         self.stopped[partition] = why
         self.stop_kinds[partition] = kind
 
-    def note_stopped(self, report: Report) -> None:
-        for p, info in report.get("partitions", {}).items():
-            if info.get("error"):
-                self.stopped[p] = info["error"]
+    def note_stopped(self, partitions: Mapping[int, PartitionReport]) -> None:
+        for p, info in partitions.items():
+            if info.error:
+                self.stopped[p] = info.error
 
-    def bank_report(self, partitions: dict[int, dict[str, Any]]) -> None:
+    def bank_report(self, partitions: Mapping[int, PartitionReport]) -> None:
         """What a worker that gives partitions up (or was lost) committed of them."""
-        self.note_stopped({"partitions": partitions})
+        self.note_stopped(partitions)
         for p, info in partitions.items():
             bank = self._bank(p)
-            for key in ("rows", "dead_letters", "records"):
-                bank[key] += info.get(key, 0)
-            for reason, n in info.get("reasons", {}).items():
+            bank["rows"] += info.rows
+            bank["dead_letters"] += info.dead_letters
+            bank["records"] += info.records
+            for reason, n in info.reasons.items():
                 bank["reasons"][reason] = bank["reasons"].get(reason, 0) + n
 
     def rebank(self, totals: dict[int, Totals], partitions: list[int]) -> None:
@@ -87,19 +89,17 @@ class Ledger:
                         "error": None} | bank
         workers = []
         latencies: list[float] = []
-        reports: list[tuple[int | None, int, list[int], Report]] = [
+        reports: list[tuple[int | None, int, list[int], WorkerReport | None]] = [
             (slot.index, slot.restarts, slot.partitions, slot.last) for slot in slots]
         reports += [(None, 0, [], info) for info in self.retired]
         for index, restarts, owned, info in reports:
             for p in owned:
-                parts[p] = self._partition(index, info.get("partitions", {}).get(p, {}),
-                                           self.banked.get(p, {}))
-            if info:
-                workers.append({k: info[k] for k in WORKER_FIELDS}
-                               | {"restarts": restarts, "waiting": info.get("waiting"),
-                                  "node": info.get("node"), "slot": index,
-                                  "busy_ratio": info.get("busy_ratio", 0.0)})
-                latencies += info.get("latencies", [])
+                cur = info.partitions.get(p) if info is not None else None
+                parts[p] = self._partition(index, cur, self.banked.get(p, {}))
+            if info is not None:
+                workers.append({k: getattr(info, k) for k in WORKER_FIELDS}
+                               | {"restarts": restarts, "slot": index})
+                latencies += info.latencies
         end = self.finished or self.wall()
         first = min((w["first_data_at"] for w in workers if w["first_data_at"]), default=None)
         return {"pipeline": self.pipeline, "topic": self.topic,
@@ -110,17 +110,17 @@ class Ledger:
                 "events": list(self.events)}
 
     @staticmethod
-    def _partition(index: int | None, cur: dict[str, Any], bank: dict[str, Any]
+    def _partition(index: int | None, cur: PartitionReport | None, bank: dict[str, Any]
                    ) -> dict[str, Any]:
         reasons = dict(bank.get("reasons", {}))
-        for reason, n in cur.get("reasons", {}).items():
+        for reason, n in (cur.reasons if cur else {}).items():
             reasons[reason] = reasons.get(reason, 0) + n
-        return {"worker": index, "committed": cur.get("committed"),
-                "high_watermark": cur.get("high_watermark"),
-                "rows": bank.get("rows", 0) + cur.get("rows", 0),
-                "dead_letters": bank.get("dead_letters", 0) + cur.get("dead_letters", 0),
-                "records": bank.get("records", 0) + cur.get("records", 0),
-                "reasons": reasons, "error": cur.get("error")}
+        return {"worker": index, "committed": cur.committed if cur else None,
+                "high_watermark": cur.high_watermark if cur else None,
+                "rows": bank.get("rows", 0) + (cur.rows if cur else 0),
+                "dead_letters": bank.get("dead_letters", 0) + (cur.dead_letters if cur else 0),
+                "records": bank.get("records", 0) + (cur.records if cur else 0),
+                "reasons": reasons, "error": cur.error if cur else None}
 
     def summary(self, progress: dict[str, Any]) -> dict[str, Any]:
         """The final report: counts and offsets from PostgreSQL, exact across crashes."""

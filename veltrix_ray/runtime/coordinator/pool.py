@@ -9,8 +9,7 @@ from typing import Any, Protocol
 from veltrix_ray.contracts import Claim
 from veltrix_ray.errors import VeltrixError
 from veltrix_ray.runtime.coordinator.health import Failure
-
-Report = dict[str, Any]  # a worker's progress report (PartitionWorker.progress)
+from veltrix_ray.runtime.reports import PartitionReport, WorkerReport
 
 
 class WorkerGone(VeltrixError):
@@ -39,7 +38,7 @@ class Outcome:
     """How a worker's run ended: its final report, or a failure to restart after, or one
     that ends the run. `fenced`: a newer owner epoch refused its commit."""
 
-    report: Report | None = None
+    report: WorkerReport | None = None
     failure: Failure | None = None
     fatal: Fatal | None = None
     fenced: bool = False
@@ -58,7 +57,8 @@ class WorkerPool(Protocol):
                       stopped: dict[int, str]) -> None:
         """Hand over partitions claimed under new epochs (`stopped` ones stay stopped)."""
 
-    async def release(self, worker: Worker, partitions: list[int]) -> dict[int, Report]:
+    async def release(self, worker: Worker, partitions: list[int]
+                      ) -> dict[int, PartitionReport]:
         """After its batch in flight commits, the worker gives `partitions` up; their final
         counters."""
 
@@ -74,5 +74,5 @@ class WorkerPool(Protocol):
     async def outcome(self, worker: Worker) -> Outcome:
         """How the run of an ended (or stopping) worker ended."""
 
-    async def poll(self, worker: Worker) -> Report | None:
+    async def poll(self, worker: Worker) -> WorkerReport | None:
         """The worker's latest progress; None when it does not answer in time."""

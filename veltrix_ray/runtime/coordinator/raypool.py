@@ -25,7 +25,8 @@ from veltrix_ray.errors import FencedError, RetriableError, VeltrixError, Worker
 from veltrix_ray.runtime.budget import Budget
 from veltrix_ray.runtime.coordinator.health import Death, Failure
 from veltrix_ray.runtime.coordinator.names import NAMESPACE, initial_workers, worker_name
-from veltrix_ray.runtime.coordinator.pool import Fatal, Outcome, Report, Worker, WorkerGone
+from veltrix_ray.runtime.coordinator.pool import Fatal, Outcome, Worker, WorkerGone
+from veltrix_ray.runtime.reports import PartitionReport, WorkerReport
 from veltrix_ray.runtime.worker import PartitionWorker, WorkerSpec
 from veltrix_ray.transform import output_schema
 
@@ -111,7 +112,8 @@ class RayPool:
         except RayError as exc:
             raise WorkerGone(f"{worker.name}: {str(exc).splitlines()[0]}") from exc
 
-    async def release(self, worker: Worker, partitions: list[int]) -> dict[int, Report]:
+    async def release(self, worker: Worker, partitions: list[int]
+                      ) -> dict[int, PartitionReport]:
         try:
             return dict(await worker.handle.actor.release.remote(partitions))
         except RayError as exc:
@@ -142,7 +144,7 @@ class RayPool:
             return classify(exc.cause if isinstance(exc.cause, BaseException) else exc,
                             worker.slot)
 
-    async def poll(self, worker: Worker) -> Report | None:
+    async def poll(self, worker: Worker) -> WorkerReport | None:
         """Never cancelled when slow: cancelling a Ray call on an async actor can cancel the
         actor's running tasks."""
         call = asyncio.ensure_future(worker.handle.actor.progress.remote(False))
@@ -150,7 +152,8 @@ class RayPool:
         if not done:
             return None
         try:
-            return dict(call.result())
+            report: WorkerReport = call.result()
+            return report
         except RayError:  # a dying worker: supervision sees it through its run
             return None
 

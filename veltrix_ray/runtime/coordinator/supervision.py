@@ -4,12 +4,13 @@ due now (pure: no Ray, the clock passed in)."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from veltrix_ray.config.schema import TopologyConfig
 from veltrix_ray.runtime.coordinator.health import SlotHealth
-from veltrix_ray.runtime.coordinator.pool import Report, Worker
+from veltrix_ray.runtime.coordinator.pool import Worker
+from veltrix_ray.runtime.reports import WorkerReport
 
 CONVERGE_EVERY_S = 5.0  # between two repairs of orphaned partitions
 
@@ -24,7 +25,7 @@ class Slot:
     worker: Worker | None = None
     incarnation: int = 0
     restarts: int = 0
-    last: Report = field(default_factory=dict)  # the worker's latest progress report
+    last: WorkerReport | None = None  # the worker's latest progress report
     done: bool = False
     retiring: bool = False  # being stopped by a rescale; the rescale reaps it
     restart_at: float | None = None  # clock time of a scheduled restart

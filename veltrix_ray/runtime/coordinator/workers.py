@@ -57,7 +57,7 @@ class Workers:
         claims = await self.claim(slot.partitions)
         if slot.incarnation:  # after a fault: what the lost incarnation committed, exactly
             self.ledger.rebank(await asyncio.to_thread(self.store.totals), slot.partitions)
-        slot.last = {}
+        slot.last = None
         slot.done = False
         stopped = self.ledger.stopped_of(slot.partitions)
         first = self._first[slot.index] if slot.index < len(self._first) else None
@@ -105,8 +105,8 @@ class Workers:
             await self.pool.stop(slot.worker)
             final = (await self.pool.outcome(slot.worker)).report or slot.last
             self.pool.kill(slot.worker)  # its process ends now: its CPU (maybe node) is free
-        self.ledger.bank_report(final.get("partitions", {}))
-        if final:
+        if final is not None:
+            self.ledger.bank_report(final.partitions)
             self.ledger.retired.append(final)
         slot.done = True
 
