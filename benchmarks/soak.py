@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -33,6 +34,9 @@ from veltrix_ray.source.admin import ensure_topic
 
 TOPIC = "soak"
 PARTITIONS = 8
+# the producer's sends wait out the broker's restart (its outage plus its start on a loaded
+# machine); with aiokafka's 30 s default the load generator died there, not the pipeline
+SEND_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -87,13 +91,13 @@ def run(args: argparse.Namespace, broker: KafkaBroker, pg: LocalPostgres) -> Non
     ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
     pipeline = Pipeline(load_config([f"kafka.topic={TOPIC}", f"kafka.bootstrap={broker.bootstrap}",
                                      f"postgres.dsn={pg.dsn}", "topology.workers=2",
-                                     "topology.max_restarts=1000", "batch.max_records=5000"]))
+                                     "batch.max_records=5000"]))
     runner = threading.Thread(target=pipeline.run, kwargs={"raise_on_error": False}, daemon=True)
     runner.start()
     total = max(1, round(args.rate * args.duration))
     producer = threading.Thread(target=lambda: asyncio.run(produce(
         broker.bootstrap, TOPIC, rate=args.rate, duration=args.duration, seed=3,
-        bad_fraction=0.001)), daemon=True)
+        bad_fraction=0.001, request_timeout_s=SEND_TIMEOUT_S)), daemon=True)
     start = time.monotonic()
     producer.start()
     faults = [Fault(f"kill -9 worker #{i + 1}", t)
@@ -125,7 +129,9 @@ def run(args: argparse.Namespace, broker: KafkaBroker, pg: LocalPostgres) -> Non
                 pids = list(ray.get(ray.get_actor(coordinator_name("events"), namespace=NAMESPACE)
                                     .worker_pids.remote()).values())
                 if pids:
-                    os.kill(random.choice(pids), signal.SIGKILL)
+                    # a worker that just died is listed until supervision sees it
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(random.choice(pids), signal.SIGKILL)
             fault.until = fault.until or fault.at
             print(f"{t:7.1f}s  {fault.name}", flush=True)
         if t > args.duration + 600:
@@ -136,6 +142,14 @@ def run(args: argparse.Namespace, broker: KafkaBroker, pg: LocalPostgres) -> Non
         base = watch.committed_after(fault.until)
         later = next((s for s, c, _ in watch.samples if s > fault.until and c > base), None)
         fault.recovered_after = None if later is None else later - fault.until
+    alive = runner.is_alive()
+    restarts = 0
+    if alive:
+        report = ray.get(ray.get_actor(coordinator_name("events"), namespace=NAMESPACE)
+                         .progress.remote())
+        restarts = sum(w["restarts"] for w in report["workers"])
+    print(f"run still running after the faults: {'yes' if alive else 'NO'} "
+          f"({restarts} worker restarts)")
     pipeline.stop()
     runner.join(timeout=120)
     with psycopg.connect(pg.dsn) as conn:

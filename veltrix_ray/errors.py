@@ -17,7 +17,16 @@ class RetriableError(VeltrixError):
 
 
 class WorkerCrashed(RetriableError):
-    """A worker failed unexpectedly: restarted, up to topology.max_restarts in a window."""
+    """A worker failed unexpectedly: restarted; the same failure at the same place more than
+    topology.max_restarts times within topology.restart_window_s stops those partitions.
+    `cause`: the exception's type; `where`: partition -> the first and last offsets of the
+    failing batch (attributes, so that they cross Ray with the exception)."""
+
+    def __init__(self, message: str, cause: str = "",
+                 where: dict[int, tuple[int, int]] | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.where = dict(where or {})
 
 
 class StackError(VeltrixError):

@@ -16,6 +16,7 @@ import ray
 from aiokafka import AIOKafkaProducer
 
 from veltrix_ray import Pipeline, load_config
+from veltrix_ray.errors import WorkerCrashed
 from veltrix_ray.local.kafka import KafkaBroker
 from veltrix_ray.local.postgres import LocalPostgres
 from veltrix_ray.local.procs import free_port
@@ -190,3 +191,72 @@ def test_a_claim_blocked_by_a_lock_is_reported_then_proceeds(
     assert summary.ok and summary.rows == len(second.good)
     ids = event_ids(pg_dsn)
     assert len(ids) == len(first.good | second.good) and set(ids) == first.good | second.good
+
+
+# every worker is killed KILLS times, KILL_EVERY_S apart: each slot dies more than
+# topology.max_restarts=2 times within topology.restart_window_s=60 (the crash window
+# that used to end a `forever` run), in seconds rather than the minutes the defaults take
+KILLS = 5
+KILL_EVERY_S = 2.0
+
+
+def test_a_forever_run_outlives_its_workers_killed_more_often_than_any_window_allows(
+        kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(4)
+    first = fill(kafka_bootstrap, topic, 20_000, 4, seed=1)
+    with Background(forever(topic, pg_dsn, "topology.workers=2", "batch.max_records=500",
+                            "topology.max_restarts=2", "topology.restart_window_s=60",
+                            "topology.restart_backoff_max_s=1")) as run:
+        run.wait("some rows", lambda: committed_rows(pg_dsn) > 1000)
+        killed: set[int] = set()
+        fresh: list[int] = []
+        for _ in range(KILLS):
+            def both_running() -> bool:  # each slot's current worker, restarted and reporting
+                pids = ray.get(run.coordinator().worker_pids.remote()).values()
+                fresh[:] = [pid for pid in pids if pid not in killed]
+                return len(fresh) == 2
+
+            run.wait("both workers back", both_running, timeout=60)
+            for pid in fresh:
+                os.kill(pid, signal.SIGKILL)
+            killed.update(fresh)
+            time.sleep(KILL_EVERY_S)
+        assert run.thread.is_alive() and run.error is None, "the run gave up"
+        second = fill(kafka_bootstrap, topic, 4_000, 4, seed=2)
+        good = first.good | second.good
+        run.wait("the events after the kills", lambda: committed_rows(pg_dsn) == len(good),
+                 timeout=180)
+        status = ray.get(run.coordinator().progress.remote())  # what `status` shows
+        assert sorted(w["restarts"] for w in status["workers"]) == [KILLS, KILLS]
+    summary = run.join()  # stopped as SIGINT stops it: the batches in flight commit
+    assert summary.ok
+    ids = event_ids(pg_dsn)
+    assert len(ids) == len(good) and set(ids) == good
+    assert offsets(pg_dsn, topic) == {
+        p: first.high_watermarks[p] + second.high_watermarks[p] for p in range(4)}
+
+
+def test_a_crash_on_the_same_record_again_and_again_stops_its_partition_the_other_goes_on(
+        kafka_bootstrap: str, pg_dsn: str, new_topic: Callable[[int], str]) -> None:
+    topic = new_topic(2)
+    exp = fill(kafka_bootstrap, topic, 6_000, 2, seed=4)
+    victim = exp.good_at[(0, 1000)]
+    panics = ("+pipeline.transforms=[{_target_: tests.runtime.transforms.panic_on, "
+              f"event_id: '{victim}'}}]")
+    with pytest.raises(WorkerCrashed) as raised:
+        Pipeline(load_config(overrides(topic, pg_dsn, panics, "topology.workers=2",
+                                       "batch.max_records=500", "topology.max_restarts=2",
+                                       "topology.restart_backoff_max_s=1"))).run()
+    summary = raised.value.summary
+    stored = offsets(pg_dsn, topic)
+    assert stored[1] == exp.high_watermarks[1]  # the other partition went on to its end
+    assert stored[0] is not None and stored[0] <= 1000
+    [(kind, message)] = summary.errors
+    assert kind == "WorkerCrashed"
+    assert f"partition 0 stopped at offset {stored[0]}: " in message
+    assert f"Panic: cannot take {victim}" in message
+    assert "3 times in the last 300s" in message
+    first, last = map(int, message.split("holding offsets ")[1].split(":")[0].split(".."))
+    assert first == stored[0] <= 1000 <= last
+    ids = event_ids(pg_dsn)
+    assert len(ids) == len(set(ids)) and set(ids) == exp.good_before(stored)

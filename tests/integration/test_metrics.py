@@ -221,7 +221,7 @@ def test_a_real_prometheus_answers_every_dashboard_and_alert_expression(
     r = idle_run
     settled(r, query(r.dsn, "SELECT count(*) FROM events")[0][0])
     alerts = alert_expressions()
-    assert len(alerts) == 4
+    assert len(alerts) == 5
     with _service_dir() as home:
         prom = LocalPrometheus(home, _free_port(), [f"127.0.0.1:{r.port}"], [ALERTS], 1.0)
         prom.start()
@@ -241,8 +241,8 @@ def test_a_real_prometheus_answers_every_dashboard_and_alert_expression(
             with urllib.request.urlopen(f"{prom.url}/api/v1/rules", timeout=10) as reply:
                 groups = json.loads(reply.read())["data"]["groups"]
             assert {rule["name"] for g in groups for rule in g["rules"]} == {
-                "VeltrixLagHigh", "VeltrixPartitionStopped", "VeltrixDeadLetterRate",
-                "VeltrixNoCommits"}
+                "VeltrixLagHigh", "VeltrixPartitionStopped", "VeltrixWorkerRestarting",
+                "VeltrixDeadLetterRate", "VeltrixNoCommits"}
         finally:
             prom.stop()
     promtool = str(binaries() / "promtool")

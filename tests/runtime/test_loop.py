@@ -84,7 +84,7 @@ def test_a_stopped_partition_stays_stopped_in_a_restarted_worker() -> None:
     loop = run_loop(settings(), source, sink, stopped={0: "w0: partition 0 stopped ..."})
     assert all(0 not in ps for ps in source.fetched_partitions)
     assert sink.offsets == {1: 5}
-    assert loop.reports()[0]["error"] == "w0: partition 0 stopped ..."
+    assert loop.reports()[0].error == "w0: partition 0 stopped ..."
 
 
 def test_one_inflight_batch_commits_one_at_a_time_without_spinning() -> None:

@@ -265,8 +265,9 @@ class TopologyConfig:
     memory_mb: int = 768
     # PACK | SPREAD (SPREAD puts workers on different nodes: a node's loss costs few partitions)
     placement: Placement = Placement.PACK
-    # crashes of one partition set's worker within restart_window_s before the run fails
-    # (a worker that waits for an unreachable service does not count in a `forever` run)
+    # the same crash on the same record within restart_window_s more than this: its
+    # partition stops (the others go on); lost workers (killed, node gone, a service away)
+    # count only in an until=drained run, which then ends; a `forever` run restarts them
     max_restarts: int = 5
     restart_window_s: float = 300.0
     # delay before a restart: doubles with each failure in the window, up to the max

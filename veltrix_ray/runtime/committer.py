@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from veltrix_ray.contracts import DeadLetter, OffsetSink, WriteBatch
+from veltrix_ray.runtime.lockwait import naming_the_wait
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class Committer(Generic[T]):
         self.slow_s = slow_s  # a commit slower than this: ask who it waits for
         self.waiting: str | None = None  # the sessions a slow commit waits for
         self._current: _InFlight[T] | None = None
+        self.failed: WriteBatch | None = None  # the batch whose commit raised
 
     @property
     def in_flight(self) -> bool:
@@ -59,19 +61,21 @@ class Committer(Generic[T]):
         current, self._current = self._current, None
         if current is None:
             return None
-        while not current.task.done():
-            await asyncio.wait({current.task}, timeout=self.slow_s)
-            if current.task.done():
-                break
-            waiting = await asyncio.to_thread(self.sink.blockers)
+        partitions = [a.partition for a in current.write.advances]
+
+        def say(held: str | None) -> None:
+            waiting = f"partitions {partitions} wait for {held}" if held else None
             if waiting and waiting != self.waiting:
-                partitions = [a.partition for a in current.write.advances]
                 log.warning("%s: the commit of partitions %s waits for a lock held by %s",
-                            self.name, partitions, waiting)
-                waiting = f"partitions {partitions} wait for {waiting}"
+                            self.name, partitions, held)
             self.waiting = waiting
-        self.waiting = None
-        rejected, write_s = await current.task
+
+        try:
+            rejected, write_s = await naming_the_wait(current.task, self.slow_s,
+                                                      self.sink.blockers, say)
+        except BaseException:
+            self.failed = current.write
+            raise
         return Committed(current.write, current.context, rejected,
                          time.perf_counter() - current.started, write_s)
 

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,12 +33,44 @@ from veltrix_ray.errors import VeltrixError
 from veltrix_ray.runtime.budget import MIB, Budget, Watchdog, release_memory
 from veltrix_ray.runtime.committer import Committed, Committer
 from veltrix_ray.runtime.meter import BusyMeter
+from veltrix_ray.runtime.reports import PartitionReport
 from veltrix_ray.runtime.state import PartitionState
 from veltrix_ray.runtime.step import Step, clip
 from veltrix_ray.transform import build_chain
 
 log = logging.getLogger(__name__)
 FIRST_FETCH_RECORDS = 10
+
+
+Span = tuple[int, int]  # the first and the last offset of a partition's records in a batch
+
+
+def spans(fetched: Fetched) -> dict[int, Span]:
+    return {p: (fetched.offsets[i], fetched.offsets[i + n - 1])
+            for p, (i, n) in fetched.spans.items()}
+
+
+def write_spans(write: WriteBatch) -> dict[int, Span]:
+    first = spans(write.fetched) if write.fetched is not None else {}
+    return {a.partition: (a.expected if a.expected is not None
+                          else first.get(a.partition, (a.new - 1, 0))[0], a.new - 1)
+            for a in write.advances}
+
+
+@dataclass(frozen=True)
+class Acquire:
+    """A change request: take these partitions (claimed under new epochs by the coordinator);
+    `stopped` ones stay stopped."""
+
+    claims: dict[int, Claim]
+    stopped: dict[int, str]
+
+
+@dataclass(frozen=True)
+class Release:
+    """A change request: give these partitions up after the batch in flight commits."""
+
+    partitions: list[int]
 
 
 @dataclass
@@ -96,7 +128,10 @@ class WorkerLoop:
         self.on_commit = on_commit  # each finished commit (the worker's metrics)
         self.first_data_at: float | None = None  # wall clock of the first records fetched
         self.stopping = False
-        self._changes: list[tuple[str, Any, asyncio.Future[Any]]] = []
+        # where the run failed: the failing batch's span of each of its partitions (the
+        # coordinator tells a failure that recurs at one place from one that moves on)
+        self.failed_at: dict[int, Span] = {}
+        self._changes: list[tuple[Acquire | Release, asyncio.Future[Any]]] = []
         self._work = asyncio.Event()  # a change or a stop for a worker with no partitions
 
     def _state(self, claim: Claim) -> PartitionState:
@@ -110,6 +145,9 @@ class WorkerLoop:
             await self._loop()
             await self._finish_commit()
         except BaseException:
+            failed = self.committer.failed
+            if failed is not None and not self.failed_at:
+                self.failed_at = write_spans(failed)
             await self.committer.abandon()
             raise
         finally:
@@ -162,6 +200,13 @@ class WorkerLoop:
         self.watchdog.partitions = sorted(self.states)
 
     async def _process(self, fetched: Fetched) -> None:
+        try:
+            await self._step(fetched)
+        except BaseException:
+            self.failed_at = spans(fetched)
+            raise
+
+    async def _step(self, fetched: Fetched) -> None:
         if self.first_data_at is None:
             self.first_data_at = time.time()
         self.held_bytes += fetched.nbytes
@@ -330,12 +375,21 @@ class WorkerLoop:
 
     # -- ownership changes (rescale), applied between batches ----------------------------------
 
-    def reports(self) -> dict[int, dict[str, Any]]:
+    def reports(self) -> dict[int, PartitionReport]:
         return {p: st.report() for p, st in self.states.items()}
 
-    async def change(self, kind: str, payload: Any) -> Any:
+    async def acquire(self, claims: Mapping[int, Claim], stopped: Mapping[int, str]) -> None:
+        """Take more partitions, between two batches."""
+        await self._change(Acquire(dict(claims), dict(stopped)))
+
+    async def release(self, partitions: Sequence[int]) -> dict[int, PartitionReport]:
+        """Give partitions up after the batch in flight commits; their final state."""
+        released: dict[int, PartitionReport] = await self._change(Release(list(partitions)))
+        return released
+
+    async def _change(self, request: Acquire | Release) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._changes.append((kind, payload, future))
+        self._changes.append((request, future))
         self._work.set()
         return await future
 
@@ -345,20 +399,19 @@ class WorkerLoop:
         self._work.set()
 
     def _apply_changes(self) -> None:
-        for kind, payload, future in self._changes:
-            if kind == "release":
+        for request, future in self._changes:
+            if isinstance(request, Release):
                 future.set_result({p: self.states.pop(p).report()
-                                   for p in payload if p in self.states})
-            else:
-                claims, stopped = payload
-                for p, claim in claims.items():
-                    self.states[p] = self._state(claim)
-                    self.states[p].stopped = stopped.get(p)
-                future.set_result(None)
+                                   for p in request.partitions if p in self.states})
+                continue
+            for p, claim in request.claims.items():
+                self.states[p] = self._state(claim)
+                self.states[p].stopped = request.stopped.get(p)
+            future.set_result(None)
         self._changes.clear()
 
     def _abandon_changes(self) -> None:
-        for _, _, future in self._changes:
+        for _, future in self._changes:
             if not future.done():
                 future.set_exception(VeltrixError(f"{self.name} finished before the change"))
         self._changes.clear()

@@ -241,7 +241,8 @@ class Pipeline:
                 raise
         finally:
             for actor in [coord, *first]:  # the driver owns the first workers
-                ray.kill(actor)
+                if actor is not None:
+                    ray.kill(actor)
             self._coordinator = None
             # Ray removes the Coordinator's workers after it (they share its fate): a run
             # started right after this one must find their names free

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from veltrix_ray.config.schema import DeadLetterConfig
 from veltrix_ray.runtime.deadletters import DeadLetterLimit
+from veltrix_ray.runtime.reports import PartitionReport
 
 
 @dataclass
@@ -33,7 +33,8 @@ class PartitionState:
             return True
         return self.stop_at is not None and (self.next_offset or 0) >= self.stop_at
 
-    def report(self) -> dict[str, Any]:
-        return {"committed": self.next_offset, "high_watermark": self.high_watermark,
-                "rows": self.rows, "dead_letters": self.dead_letters, "records": self.records,
-                "reasons": dict(self.reasons), "error": self.stopped}
+    def report(self) -> PartitionReport:
+        return PartitionReport(committed=self.next_offset, high_watermark=self.high_watermark,
+                               rows=self.rows, dead_letters=self.dead_letters,
+                               records=self.records, reasons=dict(self.reasons),
+                               error=self.stopped)

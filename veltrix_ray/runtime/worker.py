@@ -20,6 +20,7 @@ from veltrix_ray.runtime.budget import Budget
 from veltrix_ray.runtime.committer import Committed
 from veltrix_ray.runtime.loop import WorkerLoop
 from veltrix_ray.runtime.metrics import WorkerMetrics
+from veltrix_ray.runtime.reports import PartitionReport, WorkerReport
 from veltrix_ray.runtime.state import PartitionState
 from veltrix_ray.sink import make_sink
 from veltrix_ray.source.kafka import KafkaSource
@@ -66,24 +67,23 @@ class PartitionWorker:
         if self.loop is not None:
             self.loop.stop()
 
-    def progress(self, latencies: bool = True) -> dict[str, Any]:
+    def progress(self, latencies: bool = True) -> WorkerReport:
         loop = self.loop
         dog = loop.watchdog if loop else None
-        return {
-            "worker": self.name, "slot": self.spec.slot, "pid": os.getpid(), "node": self.node,
-            "status": self.status, "busy_ratio": loop.busy.ratio() if loop else 0.0,
-            "commit_p95_s": loop.commit_p95() if loop else 0.0,
-            "first_data_at": loop.first_data_at if loop else None,
-            "rss": dog.rss() if dog else 0, "peak_rss": dog.peak() if dog else 0,
-            "held_bytes": loop.held_bytes if loop else 0,
-            "budget_bytes": self.spec.budget.budget_bytes,
-            "batches": loop.batches if loop else 0,
-            "waiting": loop.committer.waiting if loop else None,
-            "latencies": list(loop.latencies) if loop and latencies else [],
-            "partitions": loop.reports() if loop else {},
-        }
+        return WorkerReport(
+            worker=self.name, slot=self.spec.slot, pid=os.getpid(), node=self.node,
+            status=self.status, busy_ratio=loop.busy.ratio() if loop else 0.0,
+            commit_p95_s=loop.commit_p95() if loop else 0.0,
+            first_data_at=loop.first_data_at if loop else None,
+            rss=dog.rss() if dog else 0, peak_rss=dog.peak() if dog else 0,
+            held_bytes=loop.held_bytes if loop else 0,
+            budget_bytes=self.spec.budget.budget_bytes,
+            batches=loop.batches if loop else 0,
+            waiting=loop.committer.waiting if loop else None,
+            latencies=list(loop.latencies) if loop and latencies else [],
+            partitions=loop.reports() if loop else {})
 
-    async def release(self, partitions: list[int]) -> dict[int, dict[str, Any]]:
+    async def release(self, partitions: list[int]) -> dict[int, PartitionReport]:
         """Give partitions up after the batch in flight commits; returns their final state."""
         if self.loop is None:  # not started yet: it will start without them
             claims = [self.spec.claims.pop(p) for p in partitions if p in self.spec.claims]
@@ -93,16 +93,16 @@ class PartitionWorker:
         if self.status != "running":
             return {p: self.loop.states.pop(p).report() for p in partitions
                     if p in self.loop.states}
-        return await self.loop.change("release", partitions)  # type: ignore[no-any-return]
+        return await self.loop.release(partitions)
 
     async def acquire(self, claims: dict[int, Claim], stopped: dict[int, str]) -> None:
         """Take more partitions (already claimed under new epochs by the coordinator);
         `stopped` ones stay stopped (the dead-letter limit stopped them earlier)."""
         if self.status != "running" or self.loop is None:
             raise VeltrixError(f"{self.name} has finished; it cannot take partitions")
-        await self.loop.change("acquire", (claims, stopped))
+        await self.loop.acquire(claims, stopped)
 
-    async def run(self) -> dict[str, Any]:
+    async def run(self) -> WorkerReport:
         s = self.spec.settings
         try:
             source = await KafkaSource.open(s.kafka, self.spec.budget.batch_bytes, self.name)
@@ -133,11 +133,10 @@ class PartitionWorker:
                                 "and run `veltrix-ray reset-offsets --to earliest` (or "
                                 "`--to latest`) with the same overrides as `run`"
                                 ) from exc
-        except (VeltrixError, asyncio.CancelledError):
+        except (VeltrixError, asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
-        except Exception as exc:
-            raise self._failure(exc, "see the worker's log (`ray logs`) for the traceback",
-                                WorkerCrashed) from exc
+        except BaseException as exc:  # also a native codec's panic (pyo3's PanicException)
+            raise self._crashed(exc) from exc
         finally:
             if self.status == "running":  # it raised: no partition can be handed to it now
                 self.status = "failed"
@@ -151,12 +150,26 @@ class PartitionWorker:
 
     def _failure(self, exc: BaseException, fix: str,
                  kind: type[VeltrixError] = VeltrixError) -> VeltrixError:
-        states = self.loop.states if self.loop else {}
-        where = ", ".join(f"partition {p} at offset {st.next_offset}" for p, st in states.items())
-        if not where:
-            where = ", ".join(f"partition {p} at offset {c.next_offset}"
-                              for p, c in self.spec.claims.items())
-        return kind(f"{self.name} failed ({where}): {type(exc).__name__}: {exc}. Fix: {fix}.")
+        at = ", ".join(f"partition {p} at offset {o}" for p, o in self._positions().items())
+        return kind(self._message(exc, at, fix))
+
+    def _crashed(self, exc: BaseException) -> WorkerCrashed:
+        """An unexpected failure, with where it happened: the failing batch's partitions (all
+        of the worker's when it failed between batches)."""
+        where = (self.loop.failed_at if self.loop else {}) or {
+            p: (offset or 0, offset or 0) for p, offset in self._positions().items()}
+        at = ", ".join(f"partition {p} offsets {first}..{last}"
+                       for p, (first, last) in where.items())
+        return WorkerCrashed(self._message(exc, at, "see the worker's log (`ray logs`) for "
+                                           "the traceback"), type(exc).__name__, where)
+
+    def _positions(self) -> dict[int, int | None]:
+        if self.loop is not None and self.loop.states:
+            return {p: st.next_offset for p, st in self.loop.states.items()}
+        return {p: c.next_offset for p, c in self.spec.claims.items()}
+
+    def _message(self, exc: BaseException, at: str, fix: str) -> str:
+        return f"{self.name} failed ({at}): {type(exc).__name__}: {exc}. Fix: {fix}."
 
 
 def _warm_up() -> None:

@@ -16,6 +16,7 @@ from veltrix_ray.config.schema import SASL_PROTOCOLS, TLS_PROTOCOLS, KafkaConfig
 from veltrix_ray.contracts import Fetched
 from veltrix_ray.source.records import lean_reader
 from veltrix_ray.source.security import explain, ssl_context
+from veltrix_ray.source.waits import BrokerWait, broker_wait
 
 
 def client_options(cfg: KafkaConfig) -> dict[str, Any]:
@@ -89,9 +90,11 @@ class KafkaSource:
     Records are read by the lean path (veltrix_ray.source.records) where aiokafka's version
     allows it (`lean=False`: always `getmany`)."""
 
-    def __init__(self, cfg: KafkaConfig, consumer: AIOKafkaConsumer, lean: bool = True) -> None:
+    def __init__(self, cfg: KafkaConfig, consumer: AIOKafkaConsumer, lean: bool = True,
+                 wait: BrokerWait | None = None) -> None:
         self.cfg = cfg
         self.consumer = consumer
+        self.wait = wait
         self._tps: dict[int, TopicPartition] = {}
         self._paused: set[TopicPartition] = set()
         # benchmark-only, not a setting (no pipeline wants the slower path, so no config key):
@@ -102,7 +105,8 @@ class KafkaSource:
     @classmethod
     async def open(cls, cfg: KafkaConfig, batch_bytes: int, client_id: str,
                    lean: bool = True) -> KafkaSource:
-        return cls(cfg, await open_consumer(cfg, batch_bytes, client_id), lean)
+        wait = broker_wait(client_id, cfg.bootstrap)
+        return cls(cfg, await open_consumer(cfg, batch_bytes, client_id), lean, wait)
 
     async def bind(self, positions: Mapping[int, int | None]) -> dict[int, int]:
         self._tps = {p: TopicPartition(self.cfg.topic, p) for p in positions}
@@ -125,6 +129,12 @@ class KafkaSource:
             self._paused.update(idle)
         if not wanted:
             return Fetched([], [], [], [], [], topic=self.cfg.topic)
+        fetched = await self._fetch(wanted, max_records)
+        if len(fetched) and self.wait is not None:
+            self.wait.answered()
+        return fetched
+
+    async def _fetch(self, wanted: set[TopicPartition], max_records: int) -> Fetched:
         if self._lean is not None:
             c = await self._lean.getmany(wanted, self.cfg.fetch_wait_ms, max_records)
             return Fetched(c.partitions, c.offsets, c.keys, c.values, c.timestamps, c.spans,
