@@ -22,9 +22,9 @@ def env() -> dict[str, str]:
     return {**os.environ, "RAY_DEDUP_LOGS": "0"}
 
 
-def start(args: list[str]) -> subprocess.Popen[str]:
+def start(args: list[str], **extra_env: str) -> subprocess.Popen[str]:
     return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env())
+                            text=True, env={**env(), **extra_env})
 
 
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
