@@ -111,6 +111,7 @@ class FakeCluster:
             self.proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=self.env(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1",
+                             VELTRIX_NO_CODEC="1",  # its nodes' workers: see test_autoscale
                              RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0"),
                 start_new_session=True)
 
@@ -197,7 +198,8 @@ def test_a_backlog_adds_fake_nodes_and_idle_nodes_are_removed(
          # this test is about nodes: the sink gate (test_scaling.py) stays out of the way
          "topology.autoscale.sink_min_gain=0", "topology.autoscale.sink_latency_factor=1000"],
         stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-        env=fake_cluster.env(RAY_DEDUP_LOGS="0"), start_new_session=True)
+        env=fake_cluster.env(RAY_DEDUP_LOGS="0", VELTRIX_NO_CODEC="1"),  # see test_autoscale
+        start_new_session=True)
     seen: list[dict[str, Any]] = []
 
     def why() -> str:

@@ -40,11 +40,14 @@ class Watchdog:
         self.peak(rss)
         return rss
 
+    def kernel_peak(self) -> int:
+        return _kernel_peak()
+
     def peak(self, rss: int = 0) -> int:
         """The peak RSS so far. It takes in the kernel's high-water mark, which sees the
         moments between two looks (a COPY in the committer's thread); the first time it is
         over the ceiling is said once, as one warning line."""
-        self.peak_rss = max(self.peak_rss, rss, _kernel_peak())
+        self.peak_rss = max(self.peak_rss, rss, self.kernel_peak())
         if self.peak_rss > self.budget.budget_bytes and not self.breached:
             self.breached = True
             log.warning("%s (partitions %s): peak RSS %d MiB went over its %d MiB budget "
