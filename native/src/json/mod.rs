@@ -17,6 +17,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::columns::{Column, Kind};
+use crate::text::days_from_civil;
 
 const BOM: &[u8] = b"\xef\xbb\xbf";
 /// Deeper values are deferred: msgspec's limit is the interpreter's recursion limit (about
@@ -334,46 +335,13 @@ fn digits(b: &[u8]) -> Option<u32> {
     Some(n)
 }
 
-/// Days from 1970-01-01 of a valid proleptic Gregorian date (years 1..=9999).
-fn days_from_civil(y: u32, m: u32, d: u32) -> Option<i64> {
-    if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || d == 0 {
-        return None;
-    }
-    let leap = y.is_multiple_of(4) && (!y.is_multiple_of(100) || y.is_multiple_of(400));
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if d > month_days[m as usize - 1] {
-        return None;
-    }
-    // Howard Hinnant's days_from_civil
-    let y = i64::from(y) - i64::from(m <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some(era * 146_097 + doe - 719_468)
-}
-
 /// `YYYY-MM-DD`.
 fn date_days(s: &[u8]) -> Option<i32> {
     if s.len() != 10 || s[4] != b'-' || s[7] != b'-' {
         return None;
     }
-    let days = days_from_civil(digits(&s[..4])?, digits(&s[5..7])?, digits(&s[8..])?)?;
-    i32::try_from(days).ok()
+    let num = |b: &[u8]| digits(b).map(i128::from);
+    days_from_civil(num(&s[..4])?, num(&s[5..7])?, num(&s[8..])?)
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|±HH:MM)` as microseconds since the epoch, UTC; any

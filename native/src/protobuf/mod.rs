@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use crate::columns::{Column, Kind};
 use crate::error::DErr;
 use crate::framing::Format;
-use crate::text::{write_int, write_str_checked};
+use crate::text::{days_from_civil, write_int, write_str_checked};
 use render::*;
 use values::*;
 use wire::*;

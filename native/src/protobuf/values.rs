@@ -286,39 +286,6 @@ pub(super) fn shortest_f32(v: f32) -> f64 {
     v as f64
 }
 
-/// Days since 1970-01-01 of a valid date of years 1..9999.
-pub(super) fn days_from_civil(y: i128, m: i128, d: i128) -> Option<i32> {
-    if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || d < 1 {
-        return None;
-    }
-    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if d > month_days[m as usize - 1] {
-        return None;
-    }
-    // Howard Hinnant's days_from_civil
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) as i32)
-}
-
 /// (year, month, day) of a day count since 1970-01-01.
 pub(super) fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
